@@ -1,0 +1,52 @@
+"""Registry of attention mechanisms, so that the model never branches on the mechanism.
+
+Every mechanism is an `nnx.Module` built as
+
+    make(name, *, emb_dim, num_heads, qkv_dim, max_length, rngs, causal=False, **options)
+
+and called as `module(x, mask)` with `x: [batch, length, emb_dim]` and `mask: [batch, length]` bool
+(False = padding), returning `[batch, length, emb_dim]`. Values at padded positions must not change the
+outputs at valid positions.
+"""
+
+from typing import Callable
+
+from flax import nnx
+
+_REGISTRY: dict[str, Callable[..., nnx.Module]] = {}
+
+
+def register(name: str):
+  """Class decorator: registers an attention module under `name`."""
+
+  def wrap(builder):
+    if name in _REGISTRY:
+      raise ValueError(f"attention {name!r} is registered twice")
+    _REGISTRY[name] = builder
+    return builder
+
+  return wrap
+
+
+def _load_builtin():
+  # Importing the modules registers them.
+  from lra import baselines  # noqa: F401
+  from lra import rfa_attention  # noqa: F401
+
+
+def names() -> list[str]:
+  """Sorted names of every registered attention mechanism."""
+  _load_builtin()
+  return sorted(_REGISTRY)
+
+
+def make(name: str, *, emb_dim: int, num_heads: int, qkv_dim: int, max_length: int,
+         rngs: nnx.Rngs, causal: bool = False, **options) -> nnx.Module:
+  """Builds the attention module registered under `name` (see the module docstring)."""
+  _load_builtin()
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown attention {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+  if qkv_dim % num_heads:
+    raise ValueError(f"qkv_dim={qkv_dim} must be divisible by num_heads={num_heads}")
+  return _REGISTRY[name](emb_dim=emb_dim, num_heads=num_heads, qkv_dim=qkv_dim,
+                         max_length=max_length, rngs=rngs, causal=causal, **options)

@@ -1,0 +1,124 @@
+"""Causal RFA: the token recurrence, its chunked form, and one decoding step.
+
+All forms compute, for features phi_q, phi_k: [B, L, H, F] and values v: [B, L, H, dv],
+
+    S_i = a_i S_{i-1} + c_i phi(k_i) v_i^T,   z_i = a_i z_{i-1} + c_i phi(k_i),
+    out_i = phi(q_i)^T S_i / stabilize(phi(q_i) . z_i),
+
+with key weights c_i (1 - g_i for a gate, 0 for a padded key) and decays a_i (g_i, or 1 without gate).
+State S: [B, H, F, dv] and normaliser z: [B, H, F] are float32.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rfa_jax.normalizer import normalize
+
+
+class DecodeState(NamedTuple):
+  """Recurrent state of causal RFA: s: [B, H, F, dv], z: [B, H, F] (float32)."""
+  s: jax.Array
+  z: jax.Array
+
+
+def init_decode_state(batch: int, num_heads: int, feature_dim: int, value_dim: int) -> DecodeState:
+  """Zero state before the first token; feature_dim is the length of phi (2 * num_features for
+  gaussian)."""
+  return DecodeState(jnp.zeros((batch, num_heads, feature_dim, value_dim), jnp.float32),
+                     jnp.zeros((batch, num_heads, feature_dim), jnp.float32))
+
+
+def recurrent_step(state: DecodeState, phi_q, phi_k, v, key_weight=None, decay=None):
+  """One token. phi_q, phi_k: [B, H, F], v: [B, H, dv], key_weight, decay: [B, H] or None (= 1)."""
+  if key_weight is not None:
+    phi_k = phi_k * key_weight[..., None]
+  s = state.s if decay is None else state.s * decay[..., None, None]
+  z = state.z if decay is None else state.z * decay[..., None]
+  s = s + phi_k[..., :, None] * v[..., None, :].astype(jnp.float32)
+  z = z + phi_k
+  out = normalize(jnp.einsum("bhf,bhfd->bhd", phi_q, s), jnp.einsum("bhf,bhf->bh", phi_q, z))
+  return DecodeState(s, z), out
+
+
+def recurrent(phi_q, phi_k, v, key_weight=None, decay=None, initial_state=None):
+  """Token-by-token `lax.scan` of `recurrent_step`. key_weight, decay: [B, L, H] or None.
+
+  Returns (out: [B, L, H, dv] float32, final DecodeState). Plain autodiff keeps every S_i.
+  """
+  batch, _, heads, features = phi_q.shape
+  if initial_state is None:
+    initial_state = init_decode_state(batch, heads, features, v.shape[-1])
+  time_major = lambda x: None if x is None else jnp.swapaxes(x, 0, 1)
+  xs = tuple(map(time_major, (phi_q, phi_k, v, key_weight, decay)))
+  final, out = jax.lax.scan(lambda state, x: recurrent_step(state, *x), initial_state, xs)
+  return jnp.swapaxes(out, 0, 1), final
+
+
+def chunked(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int,
+            initial_state=None):
+  """Chunked form: exact, any length (padded to a multiple of `chunk_size` internally).
+
+  Per chunk of C tokens with in-chunk cumulative log-decay b_i = sum_{r<=i} log a_r (<= 0):
+    intra:  out_i += sum_{j<=i} exp(b_i - b_j) c_j (phi_q_i . phi_k_j) v_j   (C x C matrix products)
+    inter:  out_i += exp(b_i) phi_q_i^T S_prev
+    carry:  S_next = exp(b_C) S_prev + sum_j exp(b_C - b_j) c_j phi_k_j v_j^T.
+  Every exponent is a non-positive difference, so no decay strength overflows. The chunk increments are
+  batched matrix products; `lax.scan` over chunks only carries S, so autodiff stores one state per
+  chunk (O(L/C F dv)) and C x C weights (O(L C)), never a state per token.
+  key_weight: [B, L, H] or None; log_decay: [B, L, H] (log a_i <= 0) or None.
+  Returns (out: [B, L, H, dv] float32, final DecodeState).
+  """
+  batch, length, heads, features = phi_q.shape
+  value_dim = v.shape[-1]
+  if initial_state is None:
+    initial_state = init_decode_state(batch, heads, features, value_dim)
+  num_chunks = -(-length // chunk_size)
+  pad = num_chunks * chunk_size - length
+
+  def to_chunks(x):  # [B, L, H, ...] -> [B, N, C, H, ...]; padded keys get weight 0, decay 1.
+    if x is None:
+      return None
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    return x.reshape(batch, num_chunks, chunk_size, *x.shape[2:])
+
+  if key_weight is None and pad:
+    key_weight = jnp.ones((batch, length, heads), jnp.float32)
+  pq, pk, vc, c = map(to_chunks, (phi_q, phi_k, v.astype(jnp.float32), key_weight))
+  pk = pk if c is None else pk * c[..., None]
+
+  scores = jnp.einsum("bnihf,bnjhf->bnhij", pq, pk)
+  causal_mask = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))
+  if log_decay is None:
+    scores = jnp.where(causal_mask, scores, 0.0)
+    key_scale = pk
+    query_scale = pq
+    chunk_decay = None
+  else:
+    b = jnp.cumsum(to_chunks(log_decay.astype(jnp.float32)), axis=2)  # [B, N, C, H]
+    b_last = b[:, :, -1]  # [B, N, H]
+    bh = jnp.moveaxis(b, -1, 2)  # [B, N, H, C]
+    scores = scores * jnp.exp(jnp.where(causal_mask, bh[..., :, None] - bh[..., None, :], -jnp.inf))
+    key_scale = pk * jnp.exp(b_last[:, :, None] - b)[..., None]
+    query_scale = pq * jnp.exp(b)[..., None]
+    chunk_decay = jnp.exp(b_last)
+
+  intra_num = jnp.einsum("bnhij,bnjhd->bnihd", scores, vc)
+  intra_den = jnp.einsum("bnhij->bnih", scores)
+  delta_s = jnp.einsum("bnjhf,bnjhd->nbhfd", key_scale, vc)
+  delta_z = jnp.einsum("bnjhf->nbhf", key_scale)
+
+  def carry_state(state, chunk):
+    ds, dz, decay = chunk
+    prev = state
+    if decay is not None:
+      state = DecodeState(state.s * decay[..., None, None], state.z * decay[..., None])
+    return DecodeState(state.s + ds, state.z + dz), prev
+
+  decays = None if chunk_decay is None else jnp.swapaxes(chunk_decay, 0, 1)
+  final, prev = jax.lax.scan(carry_state, initial_state, (delta_s, delta_z, decays))
+  inter_num = jnp.einsum("bnihf,nbhfd->bnihd", query_scale, prev.s)
+  inter_den = jnp.einsum("bnihf,nbhf->bnih", query_scale, prev.z)
+  out = normalize(intra_num + inter_num, intra_den + inter_den)
+  return out.reshape(batch, num_chunks * chunk_size, heads, value_dim)[:, :length], final

@@ -1,0 +1,86 @@
+"""Random projections and the random feature maps of RFA.
+
+Shapes: `x: [..., heads, head_dim]`, `projection: [heads, num_features, head_dim]`.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+FEATURE_MAPS = ("gaussian", "arccos")
+
+
+def random_projection(key, num_heads: int, num_features: int, head_dim: int, *,
+                      orthogonal: bool = True, dtype=jnp.float32) -> jax.Array:
+  """Draws `W: [num_heads, num_features, head_dim]` whose rows are marginally N(0, I).
+
+  `orthogonal=False`: iid Gaussian rows. `orthogonal=True` (Yu et al., 2016): rows come in blocks of
+  `head_dim` mutually orthogonal rows, the last block truncated; a block is a Haar-distributed orthogonal
+  matrix (QR of a Gaussian matrix with the signs of R's diagonal folded into Q) whose rows are rescaled by
+  independent chi(head_dim) norms, so each row is exactly N(0, I) while rows of a block are orthogonal.
+  """
+  if not orthogonal:
+    return jax.random.normal(key, (num_heads, num_features, head_dim), jnp.float32).astype(dtype)
+  num_blocks = -(-num_features // head_dim)
+  block_key, norm_key = jax.random.split(key)
+  gaussian = jax.random.normal(block_key, (num_heads, num_blocks, head_dim, head_dim), jnp.float32)
+  q, r = jnp.linalg.qr(gaussian)
+  q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+  directions = jnp.swapaxes(q, -1, -2).reshape(num_heads, num_blocks * head_dim, head_dim)
+  directions = directions[:, :num_features]
+  norms = jnp.linalg.norm(
+      jax.random.normal(norm_key, (num_heads, num_features, head_dim), jnp.float32), axis=-1)
+  return (directions * norms[..., None]).astype(dtype)
+
+
+def feature_map(x: jax.Array, projection: jax.Array, kind: str = "gaussian") -> jax.Array:
+  """Random feature map phi with E[phi(x) . phi(y)] = k(x, y), computed in float32.
+
+  gaussian: phi(x) = sqrt(1/D) [sin(Wx), cos(Wx)]  -> [..., heads, 2D];  k(x, y) = exp(-|x - y|^2 / 2).
+  arccos:   phi(x) = sqrt(2/D) relu(Wx)            -> [..., heads, D];
+            k(x, y) = |x| |y| (sin t + (pi - t) cos t) / pi with t = angle(x, y), the order-1 arc-cosine
+            kernel of Cho & Saul (2009); the sqrt(2) compensates E[relu(w.x) relu(w.y)] = k(x, y) / 2.
+  """
+  if kind not in FEATURE_MAPS:
+    raise ValueError(f"kind={kind!r} is not a feature map; expected one of {FEATURE_MAPS}")
+  num_features = projection.shape[-2]
+  wx = jnp.einsum("...hd,hfd->...hf", x.astype(jnp.float32), projection.astype(jnp.float32))
+  if kind == "gaussian":
+    return jnp.concatenate([jnp.sin(wx), jnp.cos(wx)], axis=-1) / math.sqrt(num_features)
+  return jax.nn.relu(wx) * math.sqrt(2.0 / num_features)
+
+
+def feature_dim(num_features: int, kind: str = "gaussian") -> int:
+  """Length of phi(x) for `num_features` random projections."""
+  return 2 * num_features if kind == "gaussian" else num_features
+
+
+def gaussian_kernel(x: jax.Array, y: jax.Array) -> jax.Array:
+  """exp(-|x - y|^2 / 2) over the last axis."""
+  return jnp.exp(-0.5 * jnp.sum((x - y) ** 2, axis=-1))
+
+
+def arccos_kernel(x: jax.Array, y: jax.Array) -> jax.Array:
+  """Order-1 arc-cosine kernel |x| |y| (sin t + (pi - t) cos t) / pi over the last axis."""
+  nx, ny = jnp.linalg.norm(x, axis=-1), jnp.linalg.norm(y, axis=-1)
+  cos = jnp.clip(jnp.sum(x * y, axis=-1) / (nx * ny), -1.0, 1.0)
+  t = jnp.arccos(cos)
+  return nx * ny * (jnp.sin(t) + (jnp.pi - t) * cos) / jnp.pi
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+  """x / |x| over the last axis (0 stays 0)."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+
+
+def query_key_features(q, k, projection, kind, sigma):
+  """phi(sigma q^) and phi(sigma k^) in float32, where x^ = x / |x| and sigma is a scalar or `[heads]`.
+
+  Scaling the projection by sigma gives a Gaussian kernel exp(sigma^2 (q^ . k^ - 1)), i.e. softmax
+  attention with logits sigma^2 q^ . k^ once normalised.
+  """
+  sigma = jnp.asarray(sigma, jnp.float32)
+  scaled = projection.astype(jnp.float32) * jnp.reshape(sigma, sigma.shape + (1, 1))
+  return (feature_map(l2_normalize(q.astype(jnp.float32)), scaled, kind),
+          feature_map(l2_normalize(k.astype(jnp.float32)), scaled, kind))

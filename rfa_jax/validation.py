@@ -1,0 +1,73 @@
+"""Argument checks shared by every attention form: each raises ValueError before any computation,
+naming the argument, the shape (or value) it got and the one it expects."""
+
+import jax
+import numpy as np
+
+from rfa_jax.random_features import FEATURE_MAPS
+
+
+def _fail(name, got, expected):
+  raise ValueError(f"{name} has shape {tuple(got)}; expected {expected}")
+
+
+def check_rank(name, x, rank, layout):
+  if np.ndim(x) != rank:
+    _fail(name, np.shape(x), f"rank {rank}: {layout}")
+
+
+def check_kind(kind):
+  if kind not in FEATURE_MAPS:
+    raise ValueError(f"kind={kind!r} is not a feature map; expected one of {FEATURE_MAPS}")
+
+
+def check_projection(projection, num_heads, head_dim):
+  check_rank("projection", projection, 3, "[heads, num_features, head_dim]")
+  heads, _, dim = np.shape(projection)
+  if (heads, dim) != (num_heads, head_dim):
+    _fail("projection", np.shape(projection),
+          f"[heads={num_heads}, num_features, head_dim={head_dim}] to match q and k")
+
+
+def check_sigma(sigma, num_heads):
+  if np.ndim(sigma) > 1 or (np.ndim(sigma) == 1 and np.shape(sigma)[0] != num_heads):
+    _fail("sigma", np.shape(sigma), f"a scalar or [heads={num_heads}]")
+
+
+def check_gate_values(name, gate):
+  """Checks 0 < gate < 1 when the values are known (not traced inside jit)."""
+  if isinstance(gate, jax.core.Tracer):
+    return
+  values = np.asarray(gate, np.float32)
+  if not np.all((values > 0) & (values < 1)):
+    raise ValueError(f"{name} must lie in the open interval (0, 1); got values in "
+                     f"[{values.min()}, {values.max()}]. Pass sigmoid(logits).")
+
+
+def check_attention_args(q, k, v, projection, *, kind, sigma, causal=False, key_mask=None,
+                         gate=None, chunk_size=None, cross=False):
+  """Validates the arguments of `rfa` (cross=False) and `rfa_cross` (cross=True)."""
+  layout = "[batch, length, heads, head_dim]"
+  check_rank("q", q, 4, layout)
+  check_rank("k", k, 4, layout)
+  check_rank("v", v, 4, "[batch, length, heads, value_dim]")
+  batch, q_len, heads, head_dim = np.shape(q)
+  k_len = q_len if not cross else np.shape(k)[1]
+  if np.shape(k) != (batch, k_len, heads, head_dim):
+    _fail("k", np.shape(k), f"[batch={batch}, length={k_len}, heads={heads}, head_dim={head_dim}]")
+  if np.shape(v)[:3] != (batch, k_len, heads):
+    _fail("v", np.shape(v), f"[batch={batch}, length={k_len}, heads={heads}, value_dim]")
+  check_kind(kind)
+  check_projection(projection, heads, head_dim)
+  check_sigma(sigma, heads)
+  if key_mask is not None and np.shape(key_mask) != (batch, k_len):
+    _fail("key_mask", np.shape(key_mask), f"[batch={batch}, length={k_len}] (False = padding)")
+  if gate is not None:
+    if not causal:
+      raise ValueError("gate is given with causal=False; the gate is a recency bias of causal "
+                       "attention: pass causal=True or drop the gate")
+    if np.shape(gate) != (batch, q_len, heads):
+      _fail("gate", np.shape(gate), f"[batch={batch}, length={q_len}, heads={heads}]")
+    check_gate_values("gate", gate)
+  if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
+    raise ValueError(f"chunk_size={chunk_size!r}; expected a positive integer (1 = token recurrence)")
