@@ -1,13 +1,14 @@
 """rfa_jax: Random Feature Attention (Peng et al., ICLR 2021) in JAX and Flax NNX."""
 
-from rfa_jax.attention import DEFAULT_CHUNK_SIZE, decode_step, rfa, rfa_cross
+from rfa_jax.attention import DEFAULT_CHUNK_SIZE, decode_step, prefill, rfa, rfa_cross
 from rfa_jax.causal import DecodeState, init_decode_state
+from rfa_jax.module import RandomProjection, RFAAttention
 from rfa_jax.normalizer import DENOMINATOR_FLOOR
 from rfa_jax.random_features import feature_dim, feature_map, random_projection
 from rfa_jax.reference import rfa_reference, softmax_attention
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "DENOMINATOR_FLOOR", "DecodeState", "decode_step", "feature_dim",
-    "feature_map", "init_decode_state", "random_projection", "rfa", "rfa_cross", "rfa_reference",
-    "softmax_attention",
+    "DEFAULT_CHUNK_SIZE", "DENOMINATOR_FLOOR", "DecodeState", "RFAAttention", "RandomProjection",
+    "decode_step", "feature_dim", "feature_map", "init_decode_state", "prefill", "random_projection",
+    "rfa", "rfa_cross", "rfa_reference", "softmax_attention",
 ]

@@ -43,7 +43,7 @@ def rfa(q, k, v, projection, *, kind="gaussian", sigma=1.0, causal=False, key_ma
   """Random feature attention. Returns [batch, length, heads, value_dim].
 
   causal=False: every unmasked key is visible (`chunk_size` is unused).
-  causal=True: key j is visible to query i <= ... j <= i; `chunk_size=1` runs the token recurrence,
+  causal=True: key j is visible to query i when j <= i; `chunk_size=1` runs the token recurrence,
     otherwise the chunked form (default chunk DEFAULT_CHUNK_SIZE); both give the same result.
   key_mask: [batch, length] bool, False = padding. gate: [batch, length, heads] in (0, 1), causal only:
     S_i = g_i S_{i-1} + (1 - g_i) phi(k_i) v_i^T.
@@ -54,18 +54,36 @@ def rfa(q, k, v, projection, *, kind="gaussian", sigma=1.0, causal=False, key_ma
   phi_q, phi_k = query_key_features(q, k, projection, kind, sigma)
   if not causal:
     return noncausal(phi_q, phi_k, v, key_weight).astype(v.dtype)
+  out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state=None)
+  return out.astype(v.dtype)
+
+
+def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state):
+  """Dispatches to the token recurrence (chunk_size=1) or the chunked form; returns (out, state)."""
   log_decay = None
   if gate is not None:
     gate = gate.astype(jnp.float32)
     key_weight = (1 - gate) if key_weight is None else key_weight * (1 - gate)
     log_decay = jnp.log(gate)
   if chunk_size == 1:
-    decay = None if gate is None else gate
-    out, _ = causal_forms.recurrent(phi_q, phi_k, v, key_weight, decay)
-  else:
-    out, _ = causal_forms.chunked(phi_q, phi_k, v, key_weight, log_decay,
-                                  chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
-  return out.astype(v.dtype)
+    return causal_forms.recurrent(phi_q, phi_k, v, key_weight, gate, initial_state)
+  return causal_forms.chunked(phi_q, phi_k, v, key_weight, log_decay, initial_state=initial_state,
+                              chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+
+
+def prefill(state, q, k, v, projection, *, kind="gaussian", sigma=1.0, key_mask=None, gate=None,
+            chunk_size=None):
+  """Causal RFA over a block of tokens that continues from `state` (e.g. a prompt, or a decode cache).
+
+  Arguments as in `rfa(..., causal=True)`; returns (new_state, out: [batch, length, heads, value_dim]).
+  `prefill(init_decode_state(...), ...)` gives the output of `rfa(..., causal=True)`.
+  """
+  check_attention_args(q, k, v, projection, kind=kind, sigma=sigma, causal=True, key_mask=key_mask,
+                       gate=gate, chunk_size=chunk_size)
+  k, v, key_weight = _mask_padding(k, v, key_mask)
+  phi_q, phi_k = query_key_features(q, k, projection, kind, sigma)
+  out, state = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, state)
+  return state, out.astype(v.dtype)
 
 
 def rfa_cross(q, k, v, projection, *, kind="gaussian", sigma=1.0, key_mask=None):
