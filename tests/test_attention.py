@@ -1,0 +1,170 @@
+"""Every fast RFA form against the quadratic reference, forward and gradients."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rfa_jax
+
+B, L, H, D, DV, F = 2, 13, 3, 8, 5, 16
+
+
+def _inputs(seed=0, length=L, gate_scale=3.0):
+  ks = jax.random.split(jax.random.PRNGKey(seed), 6)
+  q = jax.random.normal(ks[0], (B, length, H, D))
+  k = jax.random.normal(ks[1], (B, length, H, D))
+  v = jax.random.normal(ks[2], (B, length, H, DV))
+  projection = rfa_jax.random_projection(ks[3], H, F, D)
+  gate = jax.nn.sigmoid(gate_scale * jax.random.normal(ks[4], (B, length, H)))
+  mask = jnp.arange(length)[None] < jnp.array([[length], [length - 4]])
+  return q, k, v, projection, gate, mask
+
+
+def _grads(fn, q, k, v, gate):
+  cotangent = jax.random.normal(jax.random.PRNGKey(9), fn(q, k, v, gate).shape)
+  loss = lambda *args: jnp.sum(fn(*args) * cotangent)
+  return jax.grad(loss, argnums=(0, 1, 2) if gate is None else (0, 1, 2, 3))(q, k, v, gate)
+
+
+def _assert_matches_reference(fast, reference, q, k, v, gate, atol=2e-5):
+  np.testing.assert_allclose(fast(q, k, v, gate), reference(q, k, v, gate), atol=atol, rtol=1e-4)
+  for g_fast, g_ref in zip(_grads(fast, q, k, v, gate), _grads(reference, q, k, v, gate)):
+    np.testing.assert_allclose(g_fast, g_ref, atol=atol * 10, rtol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "arccos"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_noncausal_matches_reference(kind, masked):
+  q, k, v, projection, _, mask = _inputs()
+  mask = mask if masked else None
+  options = dict(kind=kind, sigma=jnp.array([0.5, 1.0, 1.5]), key_mask=mask)
+  fast = lambda q, k, v, g: rfa_jax.rfa(q, k, v, projection, **options)
+  ref = lambda q, k, v, g: rfa_jax.rfa_reference(q, k, v, projection, **options)
+  _assert_matches_reference(fast, ref, q, k, v, None)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "arccos"])
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 3, 4, 13, 64])
+def test_causal_matches_reference(kind, gated, chunk_size):
+  q, k, v, projection, gate, mask = _inputs(seed=chunk_size)
+  gate = gate if gated else None
+  options = dict(kind=kind, sigma=1.3, causal=True, key_mask=mask)
+  fast = jax.jit(lambda q, k, v, g: rfa_jax.rfa(q, k, v, projection, gate=g, chunk_size=chunk_size,
+                                               **options))
+  ref = lambda q, k, v, g: rfa_jax.rfa_reference(q, k, v, projection, gate=g, **options)
+  _assert_matches_reference(fast, ref, q, k, v, gate)
+
+
+def test_cross_attention_matches_reference():
+  q, k, v, projection, _, mask = _inputs()
+  q = q[:, :7]
+  fast = lambda q, k, v, g: rfa_jax.rfa_cross(q, k, v, projection, key_mask=mask, sigma=0.8)
+  ref = lambda q, k, v, g: rfa_jax.rfa_reference(q, k, v, projection, key_mask=mask, sigma=0.8)
+  _assert_matches_reference(fast, ref, q, k, v, None)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_decode_steps_reproduce_causal_rfa(gated):
+  q, k, v, projection, gate, _ = _inputs()
+  gate = gate if gated else None
+  expected = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate, sigma=1.2)
+  state = rfa_jax.init_decode_state(B, H, rfa_jax.feature_dim(F, "gaussian"), DV)
+  step = jax.jit(functools.partial(rfa_jax.decode_step, projection=projection, sigma=1.2))
+  outputs = []
+  for t in range(L):
+    state, out = step(state, q[:, t], k[:, t], v[:, t],
+                      gate_t=None if gate is None else gate[:, t])
+    outputs.append(out)
+  np.testing.assert_allclose(jnp.stack(outputs, 1), expected, atol=2e-5)
+
+
+def test_prefill_then_decode_continues_the_sequence():
+  q, k, v, projection, gate, _ = _inputs()
+  expected = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate)
+  state = rfa_jax.init_decode_state(B, H, 2 * F, DV)
+  state, head = rfa_jax.prefill(state, q[:, :9], k[:, :9], v[:, :9], projection, gate=gate[:, :9],
+                                chunk_size=4)
+  state, tail = rfa_jax.prefill(state, q[:, 9:], k[:, 9:], v[:, 9:], projection, gate=gate[:, 9:])
+  np.testing.assert_allclose(jnp.concatenate([head, tail], 1), expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_padding_content_cannot_reach_valid_outputs(causal):
+  q, k, v, projection, _, mask = _inputs()
+  padded = ~mask[:, :, None, None]
+  fn = jax.jit(lambda k, v: rfa_jax.rfa(q, k, v, projection, causal=causal, key_mask=mask))
+  clean = fn(k, v)
+  garbage = fn(jnp.where(padded, jnp.nan, k), jnp.where(padded, 1e30, v))
+  valid = mask[:, :, None, None] if causal else jnp.ones_like(padded)
+  np.testing.assert_array_equal(jnp.where(valid, garbage, 0), jnp.where(valid, clean, 0))
+  grad = jax.grad(lambda k: jnp.sum(fn(k, v) ** 2))(jnp.where(padded, 1e30, k))
+  assert np.all(np.isfinite(grad))
+
+
+def test_fully_masked_queries_output_zero():
+  q, k, v, projection, _, _ = _inputs()
+  out = rfa_jax.rfa(q, k, v, projection, key_mask=jnp.zeros((B, L), bool))
+  np.testing.assert_array_equal(out, 0.0)
+
+
+@pytest.mark.parametrize("logit_range", [(-80.0, -40.0), (8.0, 15.0), (-80.0, 15.0)])
+def test_chunked_gate_is_stable_for_any_decay_strength(logit_range):
+  q, k, v, projection, _, _ = _inputs(length=40)
+  logits = jax.random.uniform(jax.random.PRNGKey(3), (B, 40, H), minval=logit_range[0],
+                              maxval=logit_range[1])
+  gate = jax.nn.sigmoid(logits)
+  chunked = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate, chunk_size=16)
+  recurrent = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate, chunk_size=1)
+  assert np.all(np.isfinite(chunked))
+  np.testing.assert_allclose(chunked, recurrent, atol=1e-4, rtol=1e-3)
+  grad = jax.grad(lambda g: jnp.sum(rfa_jax.rfa(q, k, v, projection, causal=True, gate=g,
+                                                 chunk_size=16) ** 2))(gate)
+  assert np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_converges_to_softmax_attention_as_features_grow(causal):
+  """Gaussian RFA with sigma tends to softmax attention with logits sigma^2 q^ . k^."""
+  q, k, v, _, _, _ = _inputs(length=16)
+  sigma = 1.5
+  normalize = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+  exact = rfa_jax.softmax_attention(normalize(q), normalize(k), v, causal=causal, scale=sigma ** 2)
+  errors = []
+  for num_features in (16, 256, 4096):
+    projection = rfa_jax.random_projection(jax.random.PRNGKey(num_features), H, num_features, D)
+    out = rfa_jax.rfa(q, k, v, projection, sigma=sigma, causal=causal)
+    errors.append(float(jnp.sqrt(jnp.mean((out - exact) ** 2))))
+  assert errors[0] > errors[1] > errors[2], errors
+  assert errors[2] < 0.03, errors
+
+
+def test_bfloat16_inputs_keep_float32_state():
+  q, k, v, projection, gate, _ = _inputs(length=64)
+  bf16 = lambda x: x.astype(jnp.bfloat16)
+  out = rfa_jax.rfa(bf16(q), bf16(k), bf16(v), projection, causal=True, gate=gate, chunk_size=16)
+  assert out.dtype == jnp.bfloat16
+  reference = rfa_jax.rfa(*(bf16(x).astype(jnp.float32) for x in (q, k, v)), projection,
+                          causal=True, gate=gate, chunk_size=16)
+  error = jnp.max(jnp.abs(out.astype(jnp.float32) - reference)) / jnp.max(jnp.abs(reference))
+  assert error < 0.01
+
+
+def test_chunked_backward_keeps_no_per_token_state():
+  """XLA's temp memory for the chunked gradient stays below the size of one state per token."""
+  length, heads, dim, features = 2048, 2, 64, 64
+  shape = jax.ShapeDtypeStruct((1, length, heads, dim), jnp.float32)
+  projection = jax.ShapeDtypeStruct((heads, features, dim), jnp.float32)
+
+  def temp_bytes(chunk_size):
+    loss = lambda q, k, v, p: jnp.sum(rfa_jax.rfa(q, k, v, p, causal=True, chunk_size=chunk_size))
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(shape, shape, shape,
+                                                                projection).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  per_token_states = length * heads * 2 * features * dim * 4
+  assert temp_bytes(64) < 0.3 * per_token_states
+  assert temp_bytes(1) >= per_token_states  # plain autodiff of the token scan keeps them all

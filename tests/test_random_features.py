@@ -1,0 +1,110 @@
+"""Random projections have the right distribution; feature maps converge to their kernels."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rfa_jax
+from rfa_jax.random_features import arccos_kernel, gaussian_kernel
+
+
+def _normal_cdf(x):
+  return 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def _ks_statistic(samples, cdf):
+  samples = np.sort(samples)
+  n = len(samples)
+  fitted = cdf(samples)
+  return max(np.max(np.arange(1, n + 1) / n - fitted), np.max(fitted - np.arange(n) / n))
+
+
+@pytest.mark.parametrize("orthogonal", [False, True])
+def test_projection_shape_and_dtype(orthogonal):
+  w = rfa_jax.random_projection(jax.random.PRNGKey(0), 3, 20, 8, orthogonal=orthogonal,
+                                dtype=jnp.bfloat16)
+  assert w.shape == (3, 20, 8) and w.dtype == jnp.bfloat16
+
+
+def test_orthogonal_blocks_are_orthogonal():
+  w = np.asarray(rfa_jax.random_projection(jax.random.PRNGKey(1), 2, 20, 8))
+  for block in (w[:, 0:8], w[:, 8:16], w[:, 16:20]):
+    gram = block @ np.swapaxes(block, -1, -2)
+    off_diagonal = gram - np.eye(gram.shape[-1]) * np.diagonal(gram, axis1=-2, axis2=-1)[..., None]
+    assert np.abs(off_diagonal).max() < 1e-4
+
+
+@pytest.mark.parametrize("orthogonal", [False, True])
+def test_rows_are_marginally_standard_normal(orthogonal):
+  """Every row position, including the first row of a block (biased by an uncorrected QR), is N(0, I)."""
+  dim = 4
+  w = np.asarray(rfa_jax.random_projection(jax.random.PRNGKey(2), 4000, dim, dim,
+                                           orthogonal=orthogonal))  # 4000 independent blocks
+  for row in range(dim):
+    rows = w[:, row]  # [4000, dim]
+    assert np.abs(rows.mean(0)).max() < 4 / math.sqrt(4000), rows.mean(0)
+    np.testing.assert_allclose(np.cov(rows.T), np.eye(dim), atol=0.12)
+    for coordinate in range(dim):
+      assert _ks_statistic(rows[:, coordinate], _normal_cdf) < 1.95 / math.sqrt(4000)
+  squared_norms = (w ** 2).sum(-1).ravel()  # chi-square with `dim` degrees of freedom
+  assert abs(squared_norms.mean() - dim) < 0.1 and abs(squared_norms.var() - 2 * dim) < 0.5
+
+
+def _kernel_rmse(kind, orthogonal, num_features, trials=48, dim=8):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(64, 1, dim)) * 0.4
+  y = x + rng.normal(size=(64, 1, dim)) * 0.3
+  exact = (gaussian_kernel if kind == "gaussian" else arccos_kernel)(x, y)[:, 0]
+  keys = jax.random.split(jax.random.PRNGKey(num_features), trials)
+  w = jax.vmap(lambda key: rfa_jax.random_projection(key, 1, num_features, dim,
+                                                     orthogonal=orthogonal))(keys)
+  estimate = jax.vmap(lambda p: jnp.sum(rfa_jax.feature_map(x, p, kind) *
+                                        rfa_jax.feature_map(y, p, kind), -1)[:, 0])(w)
+  return float(jnp.sqrt(jnp.mean((estimate - exact) ** 2)))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "arccos"])
+@pytest.mark.parametrize("orthogonal", [False, True])
+def test_feature_map_error_shrinks_like_inverse_sqrt_features(kind, orthogonal):
+  sizes = [16, 64, 256, 1024]
+  rmse = np.array([_kernel_rmse(kind, orthogonal, d) for d in sizes])
+  # 64x more features: error 8x smaller for iid; orthogonal features are at least as good.
+  assert 5 < rmse[0] / rmse[-1] < (12 if not orthogonal else 40), rmse
+  assert np.all(np.diff(rmse) < 0), rmse
+  scaled = rmse * np.sqrt(sizes)
+  assert scaled.max() / scaled.min() < (1.6 if not orthogonal else 4), scaled
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "arccos"])
+@pytest.mark.parametrize("orthogonal", [False, True])
+def test_feature_map_is_unbiased(kind, orthogonal):
+  """The mean of phi(x) . phi(y) over 4000 independent projections is within 4 standard errors."""
+  x, y = jnp.array([[0.3, -0.2, 0.5, 0.1]]), jnp.array([[0.1, 0.4, 0.2, -0.3]])
+  keys = jax.random.split(jax.random.PRNGKey(7), 4000)
+  w = jax.vmap(lambda key: rfa_jax.random_projection(key, 1, 4, 4, orthogonal=orthogonal))(keys)
+  estimates = np.asarray(jax.vmap(lambda p: jnp.sum(rfa_jax.feature_map(x, p, kind) *
+                                                    rfa_jax.feature_map(y, p, kind)))(w))
+  exact = float((gaussian_kernel if kind == "gaussian" else arccos_kernel)(x, y)[0])
+  assert abs(estimates.mean() - exact) < 4 * estimates.std() / math.sqrt(len(estimates))
+
+
+def test_orthogonal_features_are_no_worse_than_iid():
+  assert _kernel_rmse("gaussian", True, 64) < 1.05 * _kernel_rmse("gaussian", False, 64)
+
+
+def test_gaussian_feature_layout():
+  x = jnp.ones((2, 3, 4))
+  w = jnp.ones((3, 5, 4))
+  phi = rfa_jax.feature_map(x, w, "gaussian")
+  assert phi.shape == (2, 3, 10)
+  np.testing.assert_allclose(phi[..., :5], np.sin(4.0) / math.sqrt(5), rtol=1e-5)
+  np.testing.assert_allclose(phi[..., 5:], np.cos(4.0) / math.sqrt(5), rtol=1e-5)
+  assert rfa_jax.feature_map(x, w, "arccos").shape == (2, 3, 5)
+
+
+def test_unknown_feature_map_is_rejected():
+  with pytest.raises(ValueError, match="kind='relu'.*gaussian"):
+    rfa_jax.feature_map(jnp.ones((1, 2)), jnp.ones((1, 3, 2)), "relu")
