@@ -9,7 +9,8 @@ and called as `module(x, mask)` with `x: [batch, length, emb_dim]` and `mask: [b
 outputs at valid positions.
 """
 
-from typing import Callable
+import inspect
+from typing import Any, Callable
 
 from flax import nnx
 
@@ -40,12 +41,26 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def default_options(name: str) -> dict[str, Any]:
+  """The mechanism's own options (beyond the common arguments) with their defaults."""
+  _load_builtin()
+  _check_name(name)
+  common = {"self", "emb_dim", "num_heads", "qkv_dim", "max_length", "rngs", "causal"}
+  parameters = inspect.signature(_REGISTRY[name]).parameters.values()
+  return {p.name: p.default for p in parameters
+          if p.name not in common and p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+
+
+def _check_name(name):
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown attention {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+
+
 def make(name: str, *, emb_dim: int, num_heads: int, qkv_dim: int, max_length: int,
          rngs: nnx.Rngs, causal: bool = False, **options) -> nnx.Module:
   """Builds the attention module registered under `name` (see the module docstring)."""
   _load_builtin()
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown attention {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+  _check_name(name)
   if qkv_dim % num_heads:
     raise ValueError(f"qkv_dim={qkv_dim} must be divisible by num_heads={num_heads}")
   return _REGISTRY[name](emb_dim=emb_dim, num_heads=num_heads, qkv_dim=qkv_dim,

@@ -1,0 +1,38 @@
+"""ListOps (LRA): sequences of nested MIN/MAX/MED/SM operations, 10 classes.
+
+`--config=configs/listops.py:<attention>[,small]`. Without ListOps files in `data_dir`, a training run
+generates a dataset there with the LRA distribution (see `task_options`).
+"""
+
+from lra import config_lib
+
+PRESETS = {
+    # About 10 minutes on a 2-core CPU: short sequences, a small model.
+    "small": {
+        "max_length": 256, "num_train_steps": 1500, "eval_every": 250, "checkpoint_every": 250,
+        "warmup_steps": 200, "learning_rate": 0.05,
+        "model.num_layers": 2, "model.emb_dim": 64, "model.num_heads": 4, "model.qkv_dim": 64,
+        "model.mlp_dim": 128, "model.dropout_rate": 0.0,
+        "task_options.generate_train": 20000, "task_options.generate_eval": 1000,
+        "task_options.min_length": 64, "task_options.max_length": 256,
+    },
+}
+
+
+def get_config(arg=None):
+  config = config_lib.base_config("listops")
+  config.max_length = 2000
+  config.batch_size = 32
+  config.num_train_steps = 5000
+  config.warmup_steps = 1000
+  config.learning_rate = 0.05
+  config.schedule = "rsqrt"
+  config.weight_decay = 0.1
+  config.model.update(dict(num_layers=4, emb_dim=512, num_heads=8, qkv_dim=512, mlp_dim=1024,
+                           dropout_rate=0.1, pooling="cls"))
+  # Generated when data_dir holds no ListOps files: counts of the LRA release, lengths 500-2000.
+  config.task_options.generate_train = 96000
+  config.task_options.generate_eval = 2000
+  config.task_options.min_length = 500
+  config.task_options.max_length = 2000
+  return config_lib.apply_arg(config, arg, PRESETS)

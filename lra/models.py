@@ -1,0 +1,133 @@
+"""One Transformer encoder for every LRA task, parameterised by the attention mechanism's name.
+
+Encoder: token embedding + positions (sinusoidal or learned) [+ CLS token], pre-LayerNorm blocks
+(attention, MLP, dropout), final LayerNorm, CLS or masked-mean pooling. Heads: a classifier, and a dual
+encoder for retrieval (shared towers, head on [x1, x2, x1 * x2, x1 - x2]).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lra import attention
+
+
+def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
+  """[length, dim] fixed sin/cos position encodings (Vaswani et al., 2017)."""
+  position = np.arange(length)[:, None]
+  rate = np.exp(-np.log(10000.0) * np.arange(0, dim, 2) / dim)
+  table = np.zeros((length, dim), np.float32)
+  table[:, 0::2] = np.sin(position * rate)
+  table[:, 1::2] = np.cos(position * rate)[:, :dim // 2]
+  return table
+
+
+class EncoderBlock(nnx.Module):
+  """x + Dropout(Attention(LN(x))), then x + Dropout(MLP(LN(x))). x: [B, L, emb_dim]."""
+
+  def __init__(self, *, attention_name, attention_options, emb_dim, num_heads, qkv_dim, mlp_dim,
+               dropout_rate, max_length, causal, rngs):
+    self.attention_norm = nnx.LayerNorm(emb_dim, rngs=rngs)
+    self.attention = attention.make(attention_name, emb_dim=emb_dim, num_heads=num_heads,
+                                    qkv_dim=qkv_dim, max_length=max_length, causal=causal,
+                                    rngs=rngs, **attention_options)
+    self.mlp_norm = nnx.LayerNorm(emb_dim, rngs=rngs)
+    self.mlp_in = nnx.Linear(emb_dim, mlp_dim, rngs=rngs)
+    self.mlp_out = nnx.Linear(mlp_dim, emb_dim, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+  def __call__(self, x, mask):
+    x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+    hidden = self.dropout(jax.nn.gelu(self.mlp_in(self.mlp_norm(x))))
+    return x + self.dropout(self.mlp_out(hidden))
+
+
+class Encoder(nnx.Module):
+  """tokens: [B, L] int32, mask: [B, L] bool (False = padding) -> pooled [B, emb_dim]."""
+
+  def __init__(self, *, vocab_size, max_length, num_layers, emb_dim, num_heads, qkv_dim, mlp_dim,
+               dropout_rate, attention_name, attention_options, pooling="cls",
+               positions="sinusoidal", causal=False, rngs):
+    if pooling not in ("cls", "mean"):
+      raise ValueError(f"pooling={pooling!r}; expected 'cls' or 'mean'")
+    if positions not in ("sinusoidal", "learned"):
+      raise ValueError(f"positions={positions!r}; expected 'sinusoidal' or 'learned'")
+    self.pooling = pooling
+    length = max_length + (pooling == "cls")
+    self.embed = nnx.Embed(vocab_size, emb_dim, rngs=rngs)
+    if positions == "learned":
+      self.positions = nnx.Param(jax.random.normal(rngs.params(), (length, emb_dim)) * 0.02)
+    else:
+      self.positions = nnx.Variable(jnp.asarray(sinusoidal_positions(length, emb_dim)))
+    self.cls = nnx.Param(jnp.zeros((1, 1, emb_dim))) if pooling == "cls" else None
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+    self.blocks = nnx.List([
+        EncoderBlock(attention_name=attention_name, attention_options=attention_options,
+                     emb_dim=emb_dim, num_heads=num_heads, qkv_dim=qkv_dim, mlp_dim=mlp_dim,
+                     dropout_rate=dropout_rate, max_length=length, causal=causal, rngs=rngs)
+        for _ in range(num_layers)])
+    self.final_norm = nnx.LayerNorm(emb_dim, rngs=rngs)
+
+  def __call__(self, tokens, mask):
+    x = self.embed(tokens)
+    if self.cls is not None:
+      x = jnp.concatenate([jnp.broadcast_to(self.cls[...], (x.shape[0], 1, x.shape[2])), x], 1)
+      mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], 1)
+    x = self.dropout(x + self.positions[...][:x.shape[1]])
+    for block in self.blocks:
+      x = block(x, mask)
+    x = self.final_norm(x)
+    if self.cls is not None:
+      return x[:, 0]
+    weights = mask[..., None].astype(x.dtype)
+    return jnp.sum(x * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
+
+
+class ClassifierHead(nnx.Module):
+  """[B, in_dim] -> Linear -> ReLU -> Linear -> logits [B, num_classes]."""
+
+  def __init__(self, in_dim, hidden_dim, num_classes, *, rngs):
+    self.hidden = nnx.Linear(in_dim, hidden_dim, rngs=rngs)
+    self.logits = nnx.Linear(hidden_dim, num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    return self.logits(jax.nn.relu(self.hidden(x)))
+
+
+class Classifier(nnx.Module):
+  """Sequence classifier: batch {"inputs": [B, L]} -> logits [B, num_classes]."""
+
+  def __init__(self, *, num_classes, padding_id, rngs, **encoder_args):
+    self.padding_id = padding_id
+    self.encoder = Encoder(rngs=rngs, **encoder_args)
+    emb_dim = encoder_args["emb_dim"]
+    self.head = ClassifierHead(emb_dim, encoder_args["mlp_dim"], num_classes, rngs=rngs)
+
+  def __call__(self, batch):
+    return self.head(self.encoder(batch["inputs"], token_mask(batch["inputs"], self.padding_id)))
+
+
+class DualEncoderClassifier(nnx.Module):
+  """Retrieval: one shared encoder for both documents; head on [x1, x2, x1 * x2, x1 - x2].
+
+  batch {"inputs1": [B, L], "inputs2": [B, L]} -> logits [B, num_classes].
+  """
+
+  def __init__(self, *, num_classes, padding_id, rngs, **encoder_args):
+    self.padding_id = padding_id
+    self.encoder = Encoder(rngs=rngs, **encoder_args)
+    emb_dim = encoder_args["emb_dim"]
+    self.head = ClassifierHead(4 * emb_dim, encoder_args["mlp_dim"], num_classes, rngs=rngs)
+
+  def __call__(self, batch):
+    x1, x2 = (self.encoder(batch[name], token_mask(batch[name], self.padding_id))
+              for name in ("inputs1", "inputs2"))
+    return self.head(jnp.concatenate([x1, x2, x1 * x2, x1 - x2], -1))
+
+
+def token_mask(tokens, padding_id):
+  """[B, L] bool, False where tokens == padding_id; all True when the task has no padding token."""
+  if padding_id is None:
+    return jnp.ones(tokens.shape, bool)
+  return tokens != padding_id

@@ -1,0 +1,42 @@
+"""RFA in the attention registry: `rfa_gaussian` and `rfa_arccos` wrap `rfa_jax.RFAAttention`.
+
+Options (config `model.attention_options`): num_features (64), chunk_size (causal only, None = the
+library default), gated (causal only), redraw (True: new random features at every training step),
+orthogonal (True), sigma_init (1.0).
+"""
+
+import jax.numpy as jnp
+from flax import nnx
+
+import rfa_jax
+from lra.attention import register
+
+
+class RFASelfAttention(nnx.Module):
+  """Self attention `module(x, mask)` over `RFAAttention`; x: [B, L, emb_dim], mask: [B, L] bool."""
+
+  feature_map = "gaussian"
+
+  def __init__(self, *, emb_dim, num_heads, qkv_dim, max_length, rngs, causal=False,
+               num_features=64, chunk_size=None, gated=False, redraw=True, orthogonal=True,
+               sigma_init=1.0):
+    del max_length  # RFA has no length-dependent parameters.
+    self.attention = rfa_jax.RFAAttention(
+        num_heads, emb_dim, qkv_features=qkv_dim, out_features=emb_dim, num_features=num_features,
+        feature_map=self.feature_map, causal=causal, gated=gated, chunk_size=chunk_size, redraw=redraw,
+        orthogonal=orthogonal, sigma_init=sigma_init, rngs=rngs)
+
+  def __call__(self, x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+    return self.attention(x, mask=mask)
+
+
+@register("rfa_gaussian")
+class GaussianRFA(RFASelfAttention):
+  """RFA with sin/cos random features (Gaussian kernel)."""
+  feature_map = "gaussian"
+
+
+@register("rfa_arccos")
+class ArccosRFA(RFASelfAttention):
+  """RFA with relu random features (order-1 arc-cosine kernel)."""
+  feature_map = "arccos"
