@@ -1,6 +1,9 @@
 """Shared pieces of the task configs in configs/: the common keys and the `<attention>[,<preset>...]`
 argument that follows the ':' in `--config=configs/<task>.py:<arg>`."""
 
+import importlib.util
+import pathlib
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -58,3 +61,11 @@ def apply_arg(config, arg: str | None, presets: dict[str, dict]) -> ml_collectio
         target = target[parent]
       target[leaf] = value
   return config
+
+
+def load(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file, as `--config=<path>:<arg>` would give it."""
+  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)

@@ -1,0 +1,56 @@
+"""Data parallelism over every device of every host: a 1-D `Mesh` named "data", batches split along it,
+parameters and optimiser state replicated. `jax.jit` with `NamedSharding` does what `pmap` did.
+
+Multi-host (TPU pods, several GPU machines): call `initialize_distributed()` first; each process reads
+its own shard of every global batch and `global_batch` assembles the global array.
+"""
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed():
+  """`jax.distributed.initialize()` when launched as one process of several (a TPU pod slice, or the
+  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables); a no-op on one machine."""
+  if "JAX_COORDINATOR_ADDRESS" in os.environ:
+    jax.distributed.initialize(
+        coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+        num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+        process_id=int(os.environ["JAX_PROCESS_ID"]))
+  elif os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0:
+    jax.distributed.initialize()
+
+
+def data_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh):
+  devices = mesh.devices.size
+  if global_batch_size % devices:
+    raise ValueError(f"batch_size={global_batch_size} is not divisible by the {devices} devices; "
+                     f"set --config.batch_size to a multiple of {devices}")
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """This process's rows of a batch -> global arrays sharded along the batch axis."""
+  sharding = batch_sharded(mesh)
+  return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+          for name, value in local_batch.items()}
+
+
+def replicate(tree, mesh: Mesh):
+  return jax.device_put(tree, replicated(mesh))

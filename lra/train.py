@@ -1,0 +1,297 @@
+"""LRA training and evaluation: `python -m lra.train --config=configs/<task>.py:<attention> --workdir=DIR`.
+
+`train_and_evaluate(config, workdir)` trains with one `jax.jit` step over a data-parallel mesh of all
+devices, evaluates on the validation split every `eval_every` steps, keeps the latest and the best
+checkpoints, tests the best one and writes `results.json`. Re-running the same command resumes.
+"""
+
+import dataclasses
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from absl import app, flags, logging
+from flax import nnx
+from jax.experimental import multihost_utils
+from ml_collections import config_flags
+
+from lra import data as lra_data
+from lra import models, parallelism
+from lra.checkpoints import Checkpoints
+from lra.data import listops, pipeline
+from lra.metrics import (MetricsWriter, device_peak_memory_bytes, max_rss_bytes,
+                         write_json_atomically)
+
+
+class TrainingDiverged(RuntimeError):
+  """The training loss became NaN or Inf."""
+
+
+def learning_rate_schedule(config) -> optax.Schedule:
+  """Linear warmup to `learning_rate`, then rsqrt decay (LRA: lr * min(1, t/w) / sqrt(max(t, w)),
+  peaking at lr / sqrt(w)) or cosine decay to 0 at `num_train_steps`."""
+  warmup = max(config.warmup_steps, 1)
+  if config.schedule == "rsqrt":
+    return lambda step: (config.learning_rate * jnp.minimum(1.0, step / warmup)
+                         / jnp.sqrt(jnp.maximum(step, warmup)))
+  if config.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup,
+                                              max(config.num_train_steps, warmup + 1))
+  raise ValueError(f"schedule={config.schedule!r}; expected 'rsqrt' or 'cosine'")
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """AdamW (decoupled weight decay) after optional global-norm clipping."""
+  adamw = optax.adamw(learning_rate_schedule(config), b1=config.adam_b1, b2=config.adam_b2,
+                      eps=config.adam_eps, weight_decay=config.weight_decay)
+  if config.grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
+  return adamw
+
+
+def load_data(config) -> lra_data.TaskData:
+  """The task's splits; for ListOps without files in data_dir, generates them there first."""
+  options = dict(config.task_options)
+  if config.task == "listops":
+    generation = {key: options.pop(key) for key in
+                  ("generate_train", "generate_eval", "min_length", "max_length") if key in options}
+    if not listops.has_files(config.data_dir):
+      if jax.process_index() == 0:
+        logging.info("No ListOps files in %s: generating them.", config.data_dir)
+        listops.generate(config.data_dir, num_train=generation["generate_train"],
+                         num_val=generation["generate_eval"], num_test=generation["generate_eval"],
+                         seed=config.seed, min_length=generation["min_length"],
+                         max_length=generation["max_length"])
+      multihost_utils.sync_global_devices("listops generated")
+  return lra_data.load_task(config.task, data_dir=config.data_dir, max_length=config.max_length,
+                            **options)
+
+
+def build_model(config, *, vocab_size: int, num_classes: int, dual: bool, has_padding: bool,
+                rngs: nnx.Rngs) -> nnx.Module:
+  """The classifier (dual encoder for retrieval) that `config` describes."""
+  model_class = models.DualEncoderClassifier if dual else models.Classifier
+  m = config.model
+  return model_class(
+      num_classes=num_classes, padding_id=0 if has_padding else None,
+      vocab_size=vocab_size, max_length=config.max_length, num_layers=m.num_layers,
+      emb_dim=m.emb_dim, num_heads=m.num_heads, qkv_dim=m.qkv_dim, mlp_dim=m.mlp_dim,
+      dropout_rate=m.dropout_rate, attention_name=config.attention,
+      attention_options=dict(m.attention_options), pooling=m.pooling, positions=m.positions,
+      rngs=rngs)
+
+
+def model_rngs(seed: int) -> nnx.Rngs:
+  return nnx.Rngs(params=seed, dropout=seed + 1, projection=seed + 2)
+
+
+def _per_example(logits, targets):
+  """Cross-entropy and correctness per example, in float32."""
+  logits = logits.astype(jnp.float32)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  return loss, (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+
+
+@dataclasses.dataclass
+class Steps:
+  """The jitted train and eval steps over the split model state."""
+  train: callable
+  evaluate: callable
+
+
+def make_steps(train_graphdef, eval_graphdef, optimizer) -> Steps:
+  def train_step(state, batch):
+    def loss_fn(params):
+      model = nnx.merge(train_graphdef, params, state["rest"])
+      loss, correct = _per_example(model(batch), batch["targets"])
+      _, _, rest = nnx.split(model, nnx.Param, ...)
+      return jnp.mean(loss), (jnp.mean(correct), rest)
+
+    (loss, (accuracy, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    new_state = dict(step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
+                     opt_state=opt_state, rest=rest)
+    return new_state, dict(loss=loss, accuracy=accuracy)
+
+  def eval_step(state, batch):
+    model = nnx.merge(eval_graphdef, state["params"], state["rest"])
+    loss, correct = _per_example(model(batch), batch["targets"])
+    weights = batch["weights"].astype(jnp.float32)
+    return dict(loss=jnp.sum(loss * weights), correct=jnp.sum(correct * weights),
+                count=jnp.sum(weights))
+
+  return Steps(train=jax.jit(train_step, donate_argnums=0), evaluate=jax.jit(eval_step))
+
+
+def init_training(config, mesh, **model_args):
+  """Builds the model and optimiser; returns (replicated train state, jitted steps).
+
+  The state is a dict pytree: step, params (nnx.Param), opt_state, rest (every other variable:
+  rng stream counters, random projections, fixed position tables).
+  """
+  model = build_model(config, rngs=model_rngs(config.seed), **model_args)
+  model.eval()
+  eval_graphdef = nnx.split(model)[0]
+  model.train()
+  train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  optimizer = make_optimizer(config)
+  state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+               rest=rest)
+  return parallelism.replicate(state, mesh), make_steps(train_graphdef, eval_graphdef, optimizer)
+
+
+def evaluate(steps: Steps, state, source, config, mesh, max_batches=-1) -> dict:
+  """Loss and accuracy over a whole split (each example counted once), or its first `max_batches`."""
+  batches = pipeline.make_batches(
+      source, global_batch_size=config.batch_size, seed=config.seed, shuffle=False, repeat=False,
+      drop_remainder=False, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  totals = []
+  for index, batch in enumerate(batches):
+    if index == max_batches:
+      break
+    totals.append(steps.evaluate(state, parallelism.global_batch(batch, mesh)))
+  totals = jax.device_get(totals)
+  count = sum(t["count"] for t in totals)
+  return dict(loss=sum(t["loss"] for t in totals) / max(count, 1),
+              accuracy=sum(t["correct"] for t in totals) / max(count, 1), num_examples=int(count))
+
+
+def _check_finite(losses, step):
+  values = np.asarray(jax.device_get(losses))
+  if not np.all(np.isfinite(values)):
+    raise TrainingDiverged(
+        f"the training loss is {values[~np.isfinite(values)][0]} by step {step}; training stopped "
+        "and the last good checkpoint is kept. Lower --config.learning_rate, set "
+        "--config.grad_clip, or check the data.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
+  """Trains and evaluates the model described by `config`; returns the contents of results.json."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = parallelism.data_mesh()
+  parallelism.check_batch_size(config.batch_size, mesh)
+  task = load_data(config)
+
+  state, steps = init_training(config, mesh, vocab_size=task.vocab_size,
+                               num_classes=task.num_classes, dual=task.dual,
+                               has_padding=task.has_padding)
+  checkpoints = Checkpoints(workdir)
+  writer = MetricsWriter(workdir)
+
+  train_batches = pipeline.make_batches(
+      task.splits["train"], global_batch_size=config.batch_size, seed=config.seed, shuffle=True,
+      repeat=True, process_index=jax.process_index(), process_count=jax.process_count())
+  best = dict(accuracy=-1.0, step=None)
+  restored = checkpoints.latest.restore(state)
+  if restored is not None:
+    state, metadata = restored
+    train_batches.set_state(metadata["data_state"])
+    best = metadata["best"]
+    logging.info("Resuming from step %d.", int(state["step"]))
+  start_step = int(state["step"])
+  writer.truncate_after(start_step)
+
+  num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+  compiled_train = None
+  recent, losses, times = [], [], []
+  last_time = time.perf_counter()
+  progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, desc="train",
+                       disable=jax.process_index() != 0, dynamic_ncols=True)
+  for step in range(start_step + 1, config.num_train_steps + 1):
+    batch = parallelism.global_batch(next(train_batches), mesh)
+    if compiled_train is None:
+      compiled_train = steps.train.lower(state, batch).compile()
+      last_time = time.perf_counter()
+    state, step_metrics = compiled_train(state, batch)
+    recent.append(step_metrics)
+    losses.append(step_metrics["loss"])
+
+    if step % config.log_every == 0 or step == config.num_train_steps:
+      _check_finite(losses, step)
+      logged = jax.device_get(recent)
+      now = time.perf_counter()
+      steps_per_sec = len(recent) / (now - last_time)
+      times.append(steps_per_sec)
+      summary = dict(loss=float(np.mean([m["loss"] for m in logged])),
+                     accuracy=float(np.mean([m["accuracy"] for m in logged])),
+                     steps_per_sec=steps_per_sec,
+                     learning_rate=float(learning_rate_schedule(config)(step)))
+      writer.write(step, "train", **summary)
+      progress.set_postfix(loss=f"{summary['loss']:.4f}", acc=f"{summary['accuracy']:.3f}",
+                           steps_per_s=f"{steps_per_sec:.2f}")
+      recent, last_time = [], now
+    progress.update(1)
+
+    if step % config.eval_every == 0 or step == config.num_train_steps:
+      _check_finite(losses, step)
+      validation = evaluate(steps, state, task.splits["validation"], config, mesh,
+                            config.num_eval_batches)
+      writer.write(step, "validation", **validation)
+      if validation["accuracy"] > best["accuracy"]:
+        best = dict(accuracy=float(validation["accuracy"]), step=step)
+        checkpoints.best.save(step, state, dict(best=best))
+      last_time = time.perf_counter()
+
+    if step % config.checkpoint_every == 0 or step == config.num_train_steps:
+      _check_finite(losses, step)
+      losses = []
+      checkpoints.latest.save(step, state, dict(data_state=train_batches.get_state(), best=best))
+      last_time = time.perf_counter()
+  progress.close()
+
+  final_state = state
+  if best["step"] is not None:
+    final_state, _ = checkpoints.best.restore(state)
+  test = evaluate(steps, final_state, task.splits["test"], config, mesh)
+  writer.write(best["step"] or config.num_train_steps, "test", **test)
+  memory_analysis = compiled_train.memory_analysis() if compiled_train is not None else None
+  compiled_bytes = (memory_analysis.temp_size_in_bytes + memory_analysis.argument_size_in_bytes
+                    + memory_analysis.output_size_in_bytes) if memory_analysis else None
+  device_peak = device_peak_memory_bytes()
+  results = dict(
+      test_accuracy=test["accuracy"], test_loss=test["loss"],
+      num_test_examples=test["num_examples"], best_step=best["step"],
+      best_validation_accuracy=best["accuracy"],
+      steps_per_sec=float(np.median(times)) if times else None,
+      peak_memory_bytes=device_peak if device_peak is not None else compiled_bytes,
+      peak_memory_source="device" if device_peak is not None else "xla_compiled_train_step",
+      compiled_train_step_bytes=compiled_bytes, max_rss_bytes=max_rss_bytes(),
+      num_parameters=int(num_params), num_devices=jax.device_count(),
+      num_processes=jax.process_count(), config=config.to_dict())
+  if jax.process_index() == 0:
+    write_json_atomically(workdir / "results.json", results)
+  checkpoints.close()
+  writer.close()
+  return results
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Task config file: "
+                                          "configs/<task>.py[:<attention>[,<preset>...]]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  parallelism.initialize_distributed()
+  config = _CONFIG.value
+  results = train_and_evaluate(config, _WORKDIR.value)
+  if jax.process_index() == 0:
+    print(f"\n{config.task} / {config.attention}: test accuracy {results['test_accuracy']:.4f} "
+          f"(loss {results['test_loss']:.4f}, {results['num_test_examples']} examples, best "
+          f"validation step {results['best_step']}), {results['steps_per_sec']:.2f} steps/s, "
+          f"peak memory {results['peak_memory_bytes'] / 2**20:.1f} MiB; "
+          f"results in {pathlib.Path(_WORKDIR.value) / 'results.json'}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
