@@ -46,7 +46,9 @@ def default_options(name: str) -> dict[str, Any]:
   _load_builtin()
   _check_name(name)
   common = {"self", "emb_dim", "num_heads", "qkv_dim", "max_length", "rngs", "causal"}
-  parameters = inspect.signature(_REGISTRY[name]).parameters.values()
+  builder = _REGISTRY[name]
+  parameters = inspect.signature(
+      builder.__init__ if inspect.isclass(builder) else builder).parameters.values()
   return {p.name: p.default for p in parameters
           if p.name not in common and p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
 

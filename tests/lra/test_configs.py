@@ -1,0 +1,42 @@
+"""Every task config builds for every registered attention and carries the keys of the contract."""
+
+import pathlib
+
+import pytest
+
+from lra import attention, config_lib
+
+CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[2] / "configs").glob("*.py"))
+REQUIRED = ["data_dir", "batch_size", "num_train_steps", "eval_every", "checkpoint_every",
+            "max_length", "seed", "attention", "model.num_layers", "model.emb_dim",
+            "model.num_heads", "model.qkv_dim", "model.mlp_dim", "model.dropout_rate",
+            "model.attention_options"]
+
+
+def test_every_task_has_a_config():
+  assert {p.stem for p in CONFIGS} == {"listops", "text", "retrieval", "image", "pathfinder",
+                                       "pathx"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("name", attention.names())
+def test_config_has_contract_keys_and_attention_options(path, name):
+  config = config_lib.load(str(path), name)
+  assert config.task == path.stem and config.attention == name
+  for key in REQUIRED:
+    node = config
+    for part in key.split("."):
+      node = node[part]
+  assert set(config.model.attention_options) == set(attention.default_options(name))
+  assert config.model.qkv_dim % config.model.num_heads == 0
+
+
+def test_bad_config_arguments_name_the_problem():
+  with pytest.raises(ValueError, match="unknown attention 'rfa_gausian'.*rfa_gaussian"):
+    config_lib.load(str(CONFIGS[0]), "rfa_gausian")
+  with pytest.raises(ValueError, match="unknown preset 'huge'"):
+    config_lib.load(str(CONFIGS[0]), "rfa_gaussian,huge")
+
+
+def test_rfa_options_are_its_constructor_defaults():
+  assert attention.default_options("rfa_gaussian")["num_features"] == 64
