@@ -1,0 +1,41 @@
+"""LRA task data: `load_task(name, data_dir=..., max_length=..., **task_options) -> TaskData`.
+
+Each task module reads the official files (or tensorflow-datasets) into random-access sources of
+{"inputs": int32 [max_length] (retrieval: "inputs1", "inputs2"), "targets": int32 []};
+`pipeline.make_batches` turns a source into batches.
+"""
+
+import functools
+import inspect
+
+from lra.data import image, listops, pathfinder, retrieval, text
+from lra.data.sources import MalformedDataError, MissingDataError, TaskData
+
+_LOADERS = {
+    "listops": listops.load,
+    "text": text.load,
+    "retrieval": retrieval.load,
+    "image": image.load,
+    "pathfinder": functools.partial(pathfinder.load, resolution=32),
+    "pathx": functools.partial(pathfinder.load, resolution=128),
+}
+
+
+def names() -> list[str]:
+  return list(_LOADERS)
+
+
+def load_task(name: str, *, data_dir, max_length: int, **task_options) -> TaskData:
+  """The train/validation/test sources of task `name`, read from data_dir."""
+  if name not in _LOADERS:
+    raise ValueError(f"unknown task {name!r}; expected one of {names()}")
+  loader = _LOADERS[name]
+  accepted = [p for p in inspect.signature(loader).parameters
+              if p not in ("data_dir", "max_length", "resolution")]
+  unknown = sorted(set(task_options) - set(accepted))
+  if unknown:
+    raise ValueError(f"task {name!r} has no option(s) {unknown}; its options are {accepted}")
+  return loader(data_dir, max_length=max_length, **task_options)
+
+
+__all__ = ["TaskData", "MalformedDataError", "MissingDataError", "load_task", "names"]
