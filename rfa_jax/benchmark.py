@@ -1,0 +1,480 @@
+"""Speed and memory of RFA against exact softmax attention, side by side in one run.
+
+    python -m rfa_jax.benchmark [--lengths 1024 ... 16384] [--chunk-sizes 32 64 128] [--quick]
+
+At each length: forward and forward+backward time (grad of sum(out * cotangent) w.r.t. q, k, v) and
+XLA's compiled memory (temp + argument + output bytes) of exact softmax (non-causal and causal), RFA
+non-causal, RFA causal as the token scan (chunk_size=1) and in chunked form, and gated RFA in
+chunked form. Also the decoding cost per token (RFA state vs a softmax KV cache), the bfloat16 error
+of chunked causal RFA, and this machine's fp32 matmul peak with the fraction of it each measurement
+reaches. A computation whose compiled memory exceeds --memory-budget-gib is recorded with its memory
+but not run. Writes results.json (raw figures) and results.md to --out, atomically.
+
+FLOPs are analytic counts of the multiply-adds of each form as implemented (softmax computes all L^2
+logits even when causal; the feature maps of q and k count as matmuls); forward+backward = 3x
+forward.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import resource
+import statistics
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rfa_jax
+
+TARGET_LENGTHS = {"noncausal": 4096, "causal": 8192, "long": 16384}
+QUICK = dict(lengths=[64, 128], chunk_sizes=[16, 32], repeats=2, decode_tokens=64, heads=2,
+             head_dim=16, num_features=16, bf16_length=128, matmul_size=256)
+
+
+class Form(NamedTuple):
+  """One attention computation: `apply(q, k, v, gate, projection)` -> out."""
+  name: str
+  label: str
+  chunk_size: int | None
+  apply: Callable
+
+
+class Sizes(NamedTuple):
+  batch: int
+  heads: int
+  head_dim: int
+  num_features: int
+  feature_dim: int
+
+
+def attention_forms(chunk_sizes) -> list[Form]:
+  """Every measured form; the chunked ones once per chunk size."""
+  forms = [
+      Form("softmax", "softmax", None, lambda q, k, v, g, w: rfa_jax.softmax_attention(q, k, v)),
+      Form("rfa", "rfa", None, lambda q, k, v, g, w: rfa_jax.rfa(q, k, v, w)),
+      Form("softmax_causal", "softmax causal", None,
+           lambda q, k, v, g, w: rfa_jax.softmax_attention(q, k, v, causal=True)),
+      Form("rfa_causal_scan", "rfa causal token scan", 1,
+           lambda q, k, v, g, w: rfa_jax.rfa(q, k, v, w, causal=True, chunk_size=1)),
+  ]
+  forms += [Form("rfa_causal_chunked", f"rfa causal chunked C={c}", c, causal_rfa(c, gated=False))
+            for c in chunk_sizes]
+  forms += [Form("rfa_gated_chunked", f"rfa gated chunked C={c}", c, causal_rfa(c, gated=True))
+            for c in chunk_sizes]
+  return forms
+
+
+def causal_rfa(chunk_size: int, gated: bool) -> Callable:
+  def apply(q, k, v, gate, projection):
+    return rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate if gated else None,
+                       chunk_size=chunk_size)
+  return apply
+
+
+def forward_flops(form: Form, length: int, s: Sizes) -> float:
+  """Analytic forward FLOPs (2 per multiply-add) of `form` at `length`."""
+  tokens = s.batch * length * s.heads
+  if form.name.startswith("softmax"):
+    return 2.0 * tokens * length * 2 * s.head_dim
+  features = 2.0 * 2 * tokens * s.num_features * s.head_dim
+  state = 2.0 * 2 * tokens * s.feature_dim * s.head_dim
+  intra_chunk = 0.0
+  if form.chunk_size and form.chunk_size > 1:
+    intra_chunk = 2.0 * tokens * form.chunk_size * (s.feature_dim + s.head_dim)
+  return features + state + intra_chunk
+
+
+def make_inputs(key, length: int, s: Sizes, dtype):
+  """q, k, v, cotangent: [batch, length, heads, head_dim] and gate = sigmoid(logits) in (0, 1)."""
+  keys = jax.random.split(key, 5)
+  shape = (s.batch, length, s.heads, s.head_dim)
+  q, k, v, cotangent = (jax.random.normal(x, shape).astype(dtype) for x in keys[:4])
+  gate = jax.nn.sigmoid(jax.random.normal(keys[4], shape[:3]))
+  return q, k, v, cotangent, gate
+
+
+def forward(form: Form):
+  return jax.jit(lambda q, k, v, cotangent, gate, w: form.apply(q, k, v, gate, w))
+
+
+def forward_backward(form: Form):
+  """Gradient of sum(out * cotangent) with respect to q, k and v."""
+  def loss(q, k, v, cotangent, gate, w):
+    out = form.apply(q, k, v, gate, w)
+    return jnp.sum(out.astype(jnp.float32) * cotangent.astype(jnp.float32))
+  return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+
+
+def compiled_memory_bytes(compiled) -> dict:
+  analysis = compiled.memory_analysis()
+  parts = dict(temp_bytes=analysis.temp_size_in_bytes,
+               argument_bytes=analysis.argument_size_in_bytes,
+               output_bytes=analysis.output_size_in_bytes)
+  return dict(parts, memory_bytes=sum(parts.values()))
+
+
+def max_rss_bytes() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def median_time(compiled, args, repeats: int, max_seconds: float) -> dict:
+  """Median wall time of `repeats` calls after one warm-up call (fewer calls when one is slow), and
+  the process's CPU time and minor page faults per call (kernel time is mostly page faults of the
+  buffers XLA allocates per call)."""
+  start = time.perf_counter()
+  jax.block_until_ready(compiled(*args))
+  warmup = time.perf_counter() - start
+  repeats = max(1, min(repeats, int(max_seconds / max(warmup, 1e-9))))
+  times = []
+  before = resource.getrusage(resource.RUSAGE_SELF)
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - start)
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+  return dict(median_s=statistics.median(times), times_s=times, warmup_s=warmup,
+              user_cpu_s=user / repeats, system_cpu_s=system / repeats,
+              system_cpu_fraction=system / max(user + system, 1e-9),
+              minor_faults=(after.ru_minflt - before.ru_minflt) / repeats)
+
+
+def measure(jitted, args, flops: float, args_ns) -> dict:
+  """Compiles, checks the compiled memory against the budget, then times (unless over budget)."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  row = dict(compile_s=time.perf_counter() - start, flops=flops, **compiled_memory_bytes(compiled))
+  budget = args_ns.memory_budget_gib * 2**30
+  if row["memory_bytes"] > budget:
+    row["skipped"] = (f"needs {row['memory_bytes'] / 2**30:.1f} GiB > budget "
+                      f"{args_ns.memory_budget_gib:g} GiB; memory from the compiled analysis")
+  else:
+    row.update(median_time(compiled, args, args_ns.repeats, args_ns.max_seconds))
+    row["flops_per_s"] = flops / row["median_s"]
+  row["max_rss_bytes"] = max_rss_bytes()
+  return row
+
+
+def progress(text: str, row: dict):
+  memory = f"{row['memory_bytes'] / 2**20:9.1f} MiB"
+  if "skipped" in row:
+    print(f"{text}: skipped ({row['skipped']}), {memory}", flush=True)
+  else:
+    print(f"{text}: {row['median_s'] * 1e3:10.2f} ms, {memory}, "
+          f"{row['flops_per_s'] / 1e9:7.1f} GFLOP/s, kernel {row['system_cpu_fraction']:4.0%} "
+          f"of CPU (n={len(row['times_s'])})", flush=True)
+
+
+def attention_rows(args, sizes: Sizes) -> list[dict]:
+  key = jax.random.PRNGKey(args.seed)
+  projection = rfa_jax.random_projection(key, sizes.heads, sizes.num_features, sizes.head_dim)
+  rows = []
+  for length in args.lengths:
+    inputs = make_inputs(jax.random.fold_in(key, length), length, sizes, args.dtype) + (projection,)
+    for form in attention_forms(args.chunk_sizes):
+      for name, build, factor in (("fwd", forward, 1), ("fwd_bwd", forward_backward, 3)):
+        flops = factor * forward_flops(form, length, sizes)
+        row = dict(form=form.name, label=form.label, chunk_size=form.chunk_size, length=length,
+                   mode=name, **measure(build(form), inputs, flops, args))
+        progress(f"L={length:>6} {form.label:<26} {name:<7}", row)
+        rows.append(row)
+  return rows
+
+
+def rfa_decoder(projection, sizes: Sizes):
+  """One jitted scan of `decode_step` over precomputed q, k, v: [tokens, batch, heads, head_dim]."""
+  def generate(q, k, v):
+    state = rfa_jax.init_decode_state(sizes.batch, sizes.heads, sizes.feature_dim, sizes.head_dim)
+    step = lambda state, x: rfa_jax.decode_step(state, *x, projection)
+    return jax.lax.scan(step, state, (q, k, v))[1]
+  return jax.jit(generate)
+
+
+def softmax_decoder(sizes: Sizes, tokens: int):
+  """One jitted scan that writes k_t, v_t into a `tokens`-slot KV cache and attends over the filled
+  slots."""
+  slots = jnp.arange(tokens)
+
+  def step(carry, x):
+    k_cache, v_cache, t = carry
+    q_t, k_t, v_t = x
+    k_cache = jax.lax.dynamic_update_slice(k_cache, k_t[:, None], (0, t, 0, 0))
+    v_cache = jax.lax.dynamic_update_slice(v_cache, v_t[:, None], (0, t, 0, 0))
+    filled = jnp.broadcast_to(slots <= t, (sizes.batch, tokens))
+    out = rfa_jax.softmax_attention(q_t[:, None], k_cache, v_cache, key_mask=filled)[:, 0]
+    return (k_cache, v_cache, t + 1), out
+
+  def generate(q, k, v):
+    cache = jnp.zeros((sizes.batch, tokens, sizes.heads, sizes.head_dim), q.dtype)
+    return jax.lax.scan(step, (cache, cache, jnp.int32(0)), (q, k, v))[1]
+  return jax.jit(generate)
+
+
+def decode_rows(args, sizes: Sizes) -> list[dict]:
+  """Per-token cost of generating --decode-tokens tokens with RFA and with a softmax KV cache."""
+  key = jax.random.PRNGKey(args.seed + 1)
+  projection = rfa_jax.random_projection(key, sizes.heads, sizes.num_features, sizes.head_dim)
+  shape = (args.decode_tokens, sizes.batch, sizes.heads, sizes.head_dim)
+  q, k, v = (jax.random.normal(x, shape).astype(args.dtype) for x in jax.random.split(key, 3))
+  heads = sizes.batch * sizes.heads
+  per_token_flops = {  # features of q_t and k_t, then the state update and read-out
+      "rfa_decode": 2.0 * heads * 2 * (sizes.num_features + sizes.feature_dim) * sizes.head_dim,
+      "softmax_decode": 2.0 * heads * args.decode_tokens * 2 * sizes.head_dim,
+  }
+  decoders = dict(rfa_decode=rfa_decoder(projection, sizes),
+                  softmax_decode=softmax_decoder(sizes, args.decode_tokens))
+  rows = []
+  for name, jitted in decoders.items():
+    flops = per_token_flops[name] * args.decode_tokens
+    row = dict(form=name, tokens=args.decode_tokens, **measure(jitted, (q, k, v), flops, args))
+    if "median_s" in row:
+      row["per_token_s"] = row["median_s"] / args.decode_tokens
+    progress(f"decode {args.decode_tokens} tokens {name:<16}", row)
+    rows.append(row)
+  return rows
+
+
+def bf16_error(args, sizes: Sizes) -> dict:
+  """max |out_bf16 - out_fp32| / max |out_fp32| of chunked causal RFA from bf16 vs fp32 q, k, v
+  (projection in fp32, default chunk size)."""
+  key = jax.random.PRNGKey(args.seed + 2)
+  projection = rfa_jax.random_projection(key, sizes.heads, sizes.num_features, sizes.head_dim)
+  q, k, v, _, _ = make_inputs(key, args.bf16_length, sizes, jnp.float32)
+  attend = jax.jit(lambda q, k, v: rfa_jax.rfa(q, k, v, projection, causal=True))
+  exact = np.asarray(attend(q, k, v), np.float32)
+  low = np.asarray(attend(*(x.astype(jnp.bfloat16) for x in (q, k, v))).astype(jnp.float32))
+  error = float(np.max(np.abs(low - exact)) / np.max(np.abs(exact)))
+  print(f"bf16 chunked causal (C={rfa_jax.DEFAULT_CHUNK_SIZE}) L={args.bf16_length}: "
+        f"max relative error {error:.3%}", flush=True)
+  return dict(length=args.bf16_length, chunk_size=rfa_jax.DEFAULT_CHUNK_SIZE,
+              max_relative_error=error)
+
+
+def matmul_peak(size: int, repeats: int) -> dict:
+  """fp32 FLOP/s of a jitted size^3 matmul (median of `repeats`)."""
+  a, b = jax.random.normal(jax.random.PRNGKey(0), (2, size, size), jnp.float32)
+  compiled = jax.jit(jnp.matmul).lower(a, b).compile()
+  timing = median_time(compiled, (a, b), repeats, max_seconds=60.0)
+  flops_per_s = 2.0 * size**3 / timing["median_s"]
+  print(f"fp32 matmul {size}^3: {flops_per_s / 1e9:.1f} GFLOP/s", flush=True)
+  return dict(size=size, flops_per_s=flops_per_s, **timing)
+
+
+def best_chunked(rows, form: str, length: int) -> dict | None:
+  """The chunk size of `form` with the fastest forward+backward at `length` (or the least memory
+  when none ran)."""
+  candidates = [r for r in rows if r["form"] == form and r["length"] == length
+                and r["mode"] == "fwd_bwd"]
+  timed = [r for r in candidates if "median_s" in r]
+  if timed:
+    return min(timed, key=lambda r: r["median_s"])
+  return min(candidates, key=lambda r: r["memory_bytes"], default=None)
+
+
+def fwd_bwd_row(rows, form: str, length: int) -> dict | None:
+  """The forward+backward measurement of `form` at `length` (chunked forms: the best chunk size)."""
+  if form in ("rfa_causal_chunked", "rfa_gated_chunked"):
+    return best_chunked(rows, form, length)
+  return next((r for r in rows if r["form"] == form and r["length"] == length
+               and r["mode"] == "fwd_bwd"), None)
+
+
+def nearest_length(lengths, target: int) -> int:
+  """`target` when measured, else the largest measured length."""
+  return target if target in lengths else max(lengths)
+
+
+def ratio(numerator: dict | None, denominator: dict | None, field: str) -> float | None:
+  if numerator is None or denominator is None or field not in numerator or field not in denominator:
+    return None
+  return numerator[field] / denominator[field]
+
+
+def target_checks(rows, decode, bf16, lengths) -> list[dict]:
+  """The side-by-side ratios and their targets."""
+  a = nearest_length(lengths, TARGET_LENGTHS["noncausal"])
+  b = nearest_length(lengths, TARGET_LENGTHS["causal"])
+  c = nearest_length(lengths, TARGET_LENGTHS["long"])
+  row = lambda form, length: fwd_bwd_row(rows, form, length)
+  decoders = {r["form"]: r for r in decode}
+  checks = [
+      ("a", f"non-causal fwd+bwd time at L={a}: softmax / rfa",
+       ratio(row("softmax", a), row("rfa", a), "median_s"), ">=", 15.0),
+      ("b", f"causal fwd+bwd time at L={b}: softmax causal / rfa chunked",
+       ratio(row("softmax_causal", b), row("rfa_causal_chunked", b), "median_s"), ">=", 30.0),
+      ("b", f"causal fwd+bwd memory at L={c}: rfa chunked / rfa token scan",
+       ratio(row("rfa_causal_chunked", c), row("rfa_causal_scan", c), "memory_bytes"), "<=", 0.3),
+      ("b", f"fwd+bwd time at L={c}: rfa causal chunked / rfa non-causal",
+       ratio(row("rfa_causal_chunked", c), row("rfa", c), "median_s"), "<=", 2.5),
+      ("c", f"decode time per token ({decode[0]['tokens']} tokens): softmax KV cache / rfa",
+       ratio(decoders["softmax_decode"], decoders["rfa_decode"], "per_token_s"), ">=", 20.0),
+      ("d", f"bf16 max relative error, chunked causal at L={bf16['length']}",
+       bf16["max_relative_error"], "<=", 0.03),
+  ]
+  return [dict(item=item, description=text, value=value, op=op, target=target,
+               status=status(value, op, target)) for item, text, value, op, target in checks]
+
+
+def status(value, op: str, target: float) -> str:
+  if value is None:
+    return "N/A"
+  return "PASS" if (value >= target if op == ">=" else value <= target) else "MISS"
+
+
+def format_check(check: dict) -> str:
+  value = check["value"]
+  shown = "n/a" if value is None else (f"{value:.2%}" if check["item"] == "d" else f"{value:.2f}x")
+  target = f"{check['target']:.0%}" if check["item"] == "d" else f"{check['target']:g}x"
+  return f"({check['item']}) {check['description']}: {shown} (target {check['op']} {target}) " \
+         f"{check['status']}"
+
+
+def cell(row: dict | None, field: str, scale: float, fmt: str) -> str:
+  if row is None:
+    return "-"
+  if field not in row:
+    return f"not run ({row['memory_bytes'] / 2**30:.1f} GiB)" if "skipped" in row else "-"
+  return format(row[field] * scale, fmt)
+
+
+def table_header(title: str, lengths) -> list[str]:
+  return [f"### {title}", "", "| form | " + " | ".join(f"L={n}" for n in lengths) + " |",
+          "|---" * (1 + len(lengths)) + "|"]
+
+
+def length_table(rows, lengths, title: str, mode: str, field: str, scale: float, fmt: str) -> str:
+  """One line per form, one column per length: `field * scale` of the `mode` measurements."""
+  lines = table_header(title, lengths)
+  for label in dict.fromkeys(r["label"] for r in rows):
+    by_length = {r["length"]: r for r in rows if r["label"] == label and r["mode"] == mode}
+    lines.append(f"| {label} | "
+                 + " | ".join(cell(by_length.get(n), field, scale, fmt) for n in lengths) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def best_chunk_table(rows, lengths) -> str:
+  lines = table_header("Best chunk size (fastest fwd+bwd)", lengths)
+  for form in ("rfa_causal_chunked", "rfa_gated_chunked"):
+    best = [best_chunked(rows, form, n) for n in lengths]
+    lines.append(f"| {form} | " + " | ".join(str(r["chunk_size"]) if r else "-" for r in best)
+                 + " |")
+  return "\n".join(lines) + "\n"
+
+
+def markdown(results: dict) -> str:
+  rows, lengths, args = results["rows"], results["args"]["lengths"], results["args"]
+  machine, sizes, peak = results["machine"], results["sizes"], results["matmul_peak"]
+  tables = [
+      ("Forward+backward time (ms)", "fwd_bwd", "median_s", 1e3, ".2f"),
+      ("Forward time (ms)", "fwd", "median_s", 1e3, ".2f"),
+      ("Forward+backward compiled memory (MiB)", "fwd_bwd", "memory_bytes", 2**-20, ".1f"),
+      ("Forward compiled memory (MiB)", "fwd", "memory_bytes", 2**-20, ".1f"),
+      ("Forward+backward fraction of the fp32 matmul peak (%)", "fwd_bwd", "peak_fraction", 100,
+       ".1f"),
+      ("Forward fraction of the fp32 matmul peak (%)", "fwd", "peak_fraction", 100, ".1f"),
+      ("Forward+backward kernel (system) share of CPU time (%)", "fwd_bwd", "system_cpu_fraction",
+       100, ".0f"),
+  ]
+  sections = [
+      "# Attention benchmark", "",
+      f"jax {machine['jax_version']} on {machine['device_kind']} ({machine['cpu_count']} CPUs); "
+      f"batch {sizes['batch']}, {sizes['heads']} heads, head_dim {sizes['head_dim']}, "
+      f"{sizes['feature_dim']} features, {args['dtype']} inputs. Medians of up to "
+      f"{args['repeats']} runs after a warm-up. fp32 matmul peak ({args['matmul_size']}^3) "
+      f"{results['peak_flops_per_s'] / 1e9:.1f} GFLOP/s (start of run "
+      f"{peak['start']['flops_per_s'] / 1e9:.1f}, end "
+      f"{peak['end']['flops_per_s'] / 1e9:.1f}). 'not run': compiled memory over the "
+      f"{args['memory_budget_gib']:g} GiB budget (that memory is shown). Process max RSS "
+      f"{results['max_rss_bytes'] / 2**30:.2f} GiB.", "",
+      "## Targets", "", *(f"- {format_check(c)}" for c in results["checks"]), "",
+      *(length_table(rows, lengths, *table) for table in tables),
+      best_chunk_table(rows, lengths),
+      "### Decoding", "",
+      "| form | tokens | time per token (us) | compiled memory (MiB) | fraction of peak (%) |",
+      "|---|---|---|---|---|",
+      *(f"| {r['form']} | {r['tokens']} | {cell(r, 'per_token_s', 1e6, '.2f')} | "
+        f"{r['memory_bytes'] / 2**20:.1f} | {cell(r, 'peak_fraction', 100, '.1f')} |"
+        for r in results["decode"]),
+  ]
+  return "\n".join(sections) + "\n"
+
+
+def write_atomically(path: pathlib.Path, text: str):
+  """Writes next to `path` and renames it into place, so a reader never sees half a file."""
+  partial = path.with_name(path.name + ".tmp")
+  partial.write_text(text)
+  os.replace(partial, path)
+
+
+def machine_info() -> dict:
+  device = jax.devices()[0]
+  return dict(jax_version=jax.__version__, jaxlib_version=jax.lib.__version__,
+              platform=device.platform, device_kind=device.device_kind,
+              device_count=jax.device_count(), cpu_count=os.cpu_count(),
+              usable_cpus=len(os.sched_getaffinity(0)), processor=platform.processor(),
+              machine=platform.machine(), python=platform.python_version())
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 2048, 4096, 8192, 16384])
+  parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--heads", type=int, default=4)
+  parser.add_argument("--head-dim", type=int, default=64)
+  parser.add_argument("--num-features", type=int, default=64,
+                      help="random projections; the gaussian map has twice as many features")
+  parser.add_argument("--chunk-sizes", nargs="+", type=int, default=[32, 64, 128])
+  parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up run")
+  parser.add_argument("--max-seconds", type=float, default=60.0,
+                      help="fewer timed runs when the warm-up run shows they would take longer")
+  parser.add_argument("--decode-tokens", type=int, default=2048)
+  parser.add_argument("--bf16-length", type=int, default=4096)
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                      help="dtype of q, k, v in the timed computations")
+  parser.add_argument("--memory-budget-gib", type=float, default=8.0,
+                      help="computations whose compiled memory exceeds this are not run")
+  parser.add_argument("--matmul-size", type=int, default=2048)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", default="benchmarks/results")
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny sizes for CI: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+  args = parser.parse_args(argv)
+  if args.quick:
+    parser.set_defaults(**QUICK)
+    args = parser.parse_args(argv)
+  return args
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  sizes = Sizes(args.batch, args.heads, args.head_dim, args.num_features,
+                rfa_jax.feature_dim(args.num_features))
+  peak_start = matmul_peak(args.matmul_size, args.repeats)
+  rows = attention_rows(args, sizes)
+  decode = decode_rows(args, sizes)
+  bf16 = bf16_error(args, sizes)
+  peak_end = matmul_peak(args.matmul_size, args.repeats)
+  peak = max(peak_start["flops_per_s"], peak_end["flops_per_s"])
+  for row in rows + decode:
+    if "flops_per_s" in row:
+      row["peak_fraction"] = row["flops_per_s"] / peak
+  results = dict(args=vars(args), sizes=sizes._asdict(), machine=machine_info(),
+                 matmul_peak=dict(start=peak_start, end=peak_end), peak_flops_per_s=peak,
+                 rows=rows, decode=decode, bf16=bf16, max_rss_bytes=max_rss_bytes())
+  results["checks"] = target_checks(rows, decode, bf16, args.lengths)
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  table = markdown(results)
+  write_atomically(out / "results.json", json.dumps(results, indent=2))
+  write_atomically(out / "results.md", table)
+  print(table, flush=True)
+  return results
+
+
+if __name__ == "__main__":
+  main()
