@@ -106,13 +106,15 @@ class Steps:
 
 def make_steps(train_graphdef, eval_graphdef, optimizer) -> Steps:
   def train_step(state, batch):
-    def loss_fn(params):
-      model = nnx.merge(train_graphdef, params, state["rest"])
-      loss, correct = _per_example(model(batch), batch["targets"])
-      _, _, rest = nnx.split(model, nnx.Param, ...)
-      return jnp.mean(loss), (jnp.mean(correct), rest)
+    model = nnx.merge(train_graphdef, state["params"], state["rest"])
 
-    (loss, (accuracy, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    def loss_fn(model):
+      loss, correct = _per_example(model(batch), batch["targets"])
+      return jnp.mean(loss), jnp.mean(correct)
+
+    gradient = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
+    (loss, accuracy), grads = gradient(model)
+    _, _, rest = nnx.split(model, nnx.Param, ...)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     new_state = dict(step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
                      opt_state=opt_state, rest=rest)

@@ -1,0 +1,144 @@
+"""End-to-end harness runs on tiny generated ListOps: outputs, resume after a kill, device counts."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lra import config_lib, train
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TINY = {
+    "num_train_steps": 8, "eval_every": 4, "checkpoint_every": 2, "log_every": 2,
+    "batch_size": 8, "max_length": 48, "warmup_steps": 2, "learning_rate": 0.05,
+    "model.num_layers": 1, "model.emb_dim": 16, "model.num_heads": 2, "model.qkv_dim": 16,
+    "model.mlp_dim": 16, "model.dropout_rate": 0.1,
+    "task_options.generate_train": 96, "task_options.generate_eval": 20,
+    "task_options.min_length": 16, "task_options.max_length": 48,
+}
+
+
+def tiny_config(data_dir, attention="rfa_gaussian", **overrides):
+  config = config_lib.load(str(ROOT / "configs" / "listops.py"), attention)
+  for key, value in {**TINY, "data_dir": str(data_dir), **overrides}.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def cli_args(config_overrides):
+  return [f"--config.{key}={value}" for key, value in config_overrides.items()]
+
+
+def run_cli(workdir, data_dir, devices=8, env_extra=None, wait=True, **overrides):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu", **(env_extra or {}))
+  command = [sys.executable, "-m", "lra.train",
+             f"--config={ROOT / 'configs' / 'listops.py'}:rfa_gaussian", f"--workdir={workdir}",
+             *cli_args({**TINY, "data_dir": data_dir, **overrides})]
+  process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+  if not wait:
+    return process
+  output, _ = process.communicate(timeout=600)
+  assert process.returncode == 0, output
+  return output
+
+
+def records(workdir):
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [{k: v for k, v in json.loads(line).items() if k != "steps_per_sec"} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  """One uninterrupted run on 8 devices that the other tests compare with."""
+  root = tmp_path_factory.mktemp("reference")
+  results = train.train_and_evaluate(tiny_config(root / "data"), root / "work")
+  return root, results
+
+
+def test_run_writes_the_workdir_contract(reference_run):
+  root, results = reference_run
+  work = root / "work"
+  for key in ("test_accuracy", "test_loss", "num_test_examples", "best_step", "steps_per_sec",
+              "peak_memory_bytes", "config"):
+    assert results[key] is not None, key
+  assert results["num_test_examples"] == 20
+  assert json.loads((work / "results.json").read_text())["test_loss"] == results["test_loss"]
+  logged = records(work)
+  assert {r["split"] for r in logged} == {"train", "validation", "test"}
+  assert [r["step"] for r in logged if r["split"] == "train"] == [2, 4, 6, 8]
+  for record in logged:
+    assert np.isfinite(record["loss"]) and 0 <= record["accuracy"] <= 1
+  assert list((work / "tensorboard").glob("events.out.tfevents.*"))
+  assert (work / "checkpoints" / "latest" / "8").is_dir()
+  assert (work / "checkpoints" / "best" / str(results["best_step"])).is_dir()
+  assert results["config"]["attention"] == "rfa_gaussian"
+  assert sorted(p.name for p in (root / "data").iterdir())  # the generated ListOps files
+
+
+def test_resume_after_kill_ends_with_the_uninterrupted_metrics(reference_run, tmp_path):
+  root, results = reference_run
+  process = run_cli(tmp_path, root / "data", wait=False)
+  latest = tmp_path / "checkpoints" / "latest"
+  deadline = time.time() + 300
+  while not (latest.is_dir() and any(p.name.isdigit() and int(p.name) >= 4 for p in
+                                     latest.iterdir())):
+    assert process.poll() is None and time.time() < deadline, process.stdout.read()
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (tmp_path / "results.json").exists()
+  run_cli(tmp_path, root / "data")
+  resumed = json.loads((tmp_path / "results.json").read_text())
+  assert resumed["test_loss"] == results["test_loss"]
+  assert resumed["test_accuracy"] == results["test_accuracy"]
+  assert records(tmp_path) == records(root / "work")
+
+
+def test_one_device_gives_the_eight_device_results(reference_run, tmp_path):
+  root, results = reference_run
+  run_cli(tmp_path, root / "data", devices=1)
+  single = json.loads((tmp_path / "results.json").read_text())
+  assert single["num_devices"] == 1
+  np.testing.assert_allclose(single["test_loss"], results["test_loss"], rtol=1e-4)
+  for a, b in zip(records(tmp_path), records(root / "work")):
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4)
+
+
+def test_two_processes_as_two_hosts_give_the_single_host_results(reference_run, tmp_path):
+  root, results = reference_run
+  port = 20000 + os.getpid() % 20000
+  processes = [
+      run_cli(tmp_path, root / "data", devices=4, wait=False, env_extra={
+          "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+          "JAX_PROCESS_ID": str(index)})
+      for index in range(2)]
+  for process in processes:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+  multi = json.loads((tmp_path / "results.json").read_text())
+  assert multi["num_processes"] == 2 and multi["num_devices"] == 8
+  np.testing.assert_allclose(multi["test_loss"], results["test_loss"], rtol=1e-4)
+  assert multi["num_test_examples"] == results["num_test_examples"]
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(reference_run, tmp_path):
+  root, _ = reference_run
+  config = tiny_config(root / "data", num_train_steps=4)
+  train.train_and_evaluate(config, tmp_path)
+  config = tiny_config(root / "data", num_train_steps=8, learning_rate=float("nan"))
+  with pytest.raises(train.TrainingDiverged, match="loss is nan by step 6"):
+    train.train_and_evaluate(config, tmp_path)
+  latest = tmp_path / "checkpoints" / "latest"
+  assert sorted(p.name for p in latest.iterdir() if p.name.isdigit()) == ["4"]
