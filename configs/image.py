@@ -7,6 +7,7 @@ PRESETS = {}
 
 def get_config(arg=None):
   config = config_lib.base_config("image")
+  config.data_dir = "data/tfds"  # scripts/prepare_data.sh puts the data here
   config.max_length = 1024
   config.batch_size = 256
   config.num_train_steps = 35000

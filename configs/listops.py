@@ -9,7 +9,8 @@ from lra import config_lib
 PRESETS = {
     # About 10 minutes on a 2-core CPU: short sequences, a small model.
     "small": {
-        "max_length": 256, "num_train_steps": 1500, "eval_every": 250, "checkpoint_every": 250,
+        "data_dir": "data/listops_small", "max_length": 256, "num_train_steps": 1500,
+        "eval_every": 250, "checkpoint_every": 250,
         "warmup_steps": 200, "learning_rate": 0.05,
         "model.num_layers": 2, "model.emb_dim": 64, "model.num_heads": 4, "model.qkv_dim": 64,
         "model.mlp_dim": 128, "model.dropout_rate": 0.0,
@@ -21,6 +22,7 @@ PRESETS = {
 
 def get_config(arg=None):
   config = config_lib.base_config("listops")
+  config.data_dir = "data/listops"  # the LRA files: --config.data_dir=data/lra_release
   config.max_length = 2000
   config.batch_size = 32
   config.num_train_steps = 5000

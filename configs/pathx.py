@@ -7,6 +7,7 @@ PRESETS = {}
 
 def get_config(arg=None):
   config = config_lib.base_config("pathx")
+  config.data_dir = "data/lra_release"  # scripts/prepare_data.sh puts the data here
   config.max_length = 16384
   config.batch_size = 512
   config.num_train_steps = 50000

@@ -8,6 +8,7 @@ PRESETS = {}
 
 def get_config(arg=None):
   config = config_lib.base_config("retrieval")
+  config.data_dir = "data/lra_release"  # scripts/prepare_data.sh puts the data here
   config.max_length = 4000  # per document
   config.batch_size = 32
   config.num_train_steps = 5000

@@ -10,6 +10,7 @@ PRESETS = {"len4000": {"max_length": 4000}}
 
 def get_config(arg=None):
   config = config_lib.base_config("text")
+  config.data_dir = "data/tfds"  # scripts/prepare_data.sh puts the data here
   config.max_length = 1000
   config.batch_size = 32
   config.num_train_steps = 20000

@@ -15,14 +15,17 @@ DATA_AXIS = "data"
 
 
 def initialize_distributed():
-  """`jax.distributed.initialize()` when launched as one process of several (a TPU pod slice, or the
-  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables); a no-op on one machine."""
+  """Joins the other processes of a multi-host run; a no-op for a single process.
+
+  Explicit: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES, JAX_PROCESS_ID.
+  Auto-detected (Cloud TPU pod slices, SLURM, ...): LRA_MULTIHOST=1.
+  """
   if "JAX_COORDINATOR_ADDRESS" in os.environ:
     jax.distributed.initialize(
         coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
         num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
         process_id=int(os.environ["JAX_PROCESS_ID"]))
-  elif os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0:
+  elif os.environ.get("LRA_MULTIHOST") == "1":
     jax.distributed.initialize()
 
 

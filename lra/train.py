@@ -6,6 +6,8 @@ checkpoints, tests the best one and writes `results.json`. Re-running the same c
 """
 
 import dataclasses
+import json
+import logging as std_logging
 import pathlib
 import time
 
@@ -160,8 +162,9 @@ def evaluate(steps: Steps, state, source, config, mesh, max_batches=-1) -> dict:
     totals.append(steps.evaluate(state, parallelism.global_batch(batch, mesh)))
   totals = jax.device_get(totals)
   count = sum(t["count"] for t in totals)
-  return dict(loss=sum(t["loss"] for t in totals) / max(count, 1),
-              accuracy=sum(t["correct"] for t in totals) / max(count, 1), num_examples=int(count))
+  return dict(loss=float(sum(t["loss"] for t in totals) / max(count, 1)),
+              accuracy=float(sum(t["correct"] for t in totals) / max(count, 1)),
+              num_examples=int(count))
 
 
 def _check_finite(losses, step):
@@ -185,8 +188,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                                num_classes=task.num_classes, dual=task.dual,
                                has_padding=task.has_padding)
   checkpoints = Checkpoints(workdir)
-  writer = MetricsWriter(workdir)
-
   train_batches = pipeline.make_batches(
       task.splits["train"], global_batch_size=config.batch_size, seed=config.seed, shuffle=True,
       repeat=True, process_index=jax.process_index(), process_count=jax.process_count())
@@ -198,6 +199,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     best = metadata["best"]
     logging.info("Resuming from step %d.", int(state["step"]))
   start_step = int(state["step"])
+  if start_step >= config.num_train_steps and (workdir / "results.json").exists():
+    logging.info("%s is complete; nothing to do.", workdir)
+    checkpoints.close()
+    return json.loads((workdir / "results.json").read_text())
+  writer = MetricsWriter(workdir)
   writer.truncate_after(start_step)
 
   num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
@@ -280,18 +286,31 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Task config file: "
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 
 
+def _quiet_library_info(record) -> bool:
+  """Drops INFO records of checkpointing and data libraries (orbax, grain) from the absl log."""
+  return record.levelno >= std_logging.WARNING or not any(
+      part in record.pathname for part in ("/orbax/", "/grain/"))
+
+
+def _summary(config, results, workdir) -> str:
+  speed, memory = results["steps_per_sec"], results["peak_memory_bytes"]
+  return (f"\n{config.task} / {config.attention}: test accuracy {results['test_accuracy']:.4f} "
+          f"(loss {results['test_loss']:.4f}, {results['num_test_examples']} examples, best "
+          f"validation step {results['best_step']})"
+          + (f", {speed:.2f} steps/s" if speed is not None else "")
+          + (f", peak memory {memory / 2**20:.1f} MiB" if memory is not None else "")
+          + f"; results in {pathlib.Path(workdir) / 'results.json'}")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.get_absl_handler().addFilter(_quiet_library_info)
   parallelism.initialize_distributed()
   config = _CONFIG.value
   results = train_and_evaluate(config, _WORKDIR.value)
   if jax.process_index() == 0:
-    print(f"\n{config.task} / {config.attention}: test accuracy {results['test_accuracy']:.4f} "
-          f"(loss {results['test_loss']:.4f}, {results['num_test_examples']} examples, best "
-          f"validation step {results['best_step']}), {results['steps_per_sec']:.2f} steps/s, "
-          f"peak memory {results['peak_memory_bytes'] / 2**20:.1f} MiB; "
-          f"results in {pathlib.Path(_WORKDIR.value) / 'results.json'}")
+    print(_summary(config, results, _WORKDIR.value))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,14 @@ def test_run_writes_the_workdir_contract(reference_run):
   assert sorted(p.name for p in (root / "data").iterdir())  # the generated ListOps files
 
 
+def test_rerunning_a_finished_run_keeps_its_results(reference_run):
+  root, results = reference_run
+  before = (root / "work" / "metrics.jsonl").read_text()
+  again = train.train_and_evaluate(tiny_config(root / "data"), root / "work")
+  assert again == results
+  assert (root / "work" / "metrics.jsonl").read_text() == before
+
+
 def test_resume_after_kill_ends_with_the_uninterrupted_metrics(reference_run, tmp_path):
   root, results = reference_run
   process = run_cli(tmp_path, root / "data", wait=False)
