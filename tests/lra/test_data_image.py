@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from fixtures import mock_tfds
 from lra import data
 from lra.data import image
 
@@ -16,7 +17,7 @@ def test_grayscale_uses_luminance_weights_and_rounds():
 
 
 def test_cifar10_from_tfds(tmp_path):
-  with tfds.testing.mock_data(num_examples=20):
+  with mock_tfds(num_examples=20):
     task = data.load_task("image", data_dir=str(tmp_path), max_length=1024)
     raw = tfds.data_source("cifar10", split="test", data_dir=str(tmp_path))
     assert (task.vocab_size, task.num_classes, task.dual, task.has_padding) == (256, 10, False,

@@ -3,22 +3,10 @@
 import numpy as np
 import pytest
 
+from fixtures import LISTOPS_EXPRESSIONS as EXPRESSIONS
+from fixtures import write_listops, write_listops_tsv
 from lra import data
 from lra.data import listops
-
-# `[MAX 2 9 [MIN 4 7 ] 0 ]` = 9 and `[SM 9 8 ]` = 7 in the LRA generator's text form.
-EXPRESSIONS = [("( ( ( ( ( [MAX 2 ) 9 ) ( ( ( [MIN 4 ) 7 ) ] ) ) 0 ) ] )", 9),
-               ("( ( ( [SM 9 ) 8 ) ] )", 7)]
-
-
-def write_tsv(path, rows, header="Source\tTarget"):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text("\r\n".join([header] + [f"{source}\t{target}" for source, target in rows]) + "\r\n")
-
-
-def write_release(data_dir, rows=EXPRESSIONS):
-  for name in listops.SPLIT_FILES.values():
-    write_tsv(data_dir / "listops-1000" / name, rows)
 
 
 def test_vocabulary_is_fixed_in_code():
@@ -32,7 +20,7 @@ def test_vocabulary_is_fixed_in_code():
 
 
 def test_reads_the_official_format(tmp_path):
-  write_release(tmp_path)
+  write_listops(tmp_path)
   task = data.load_task("listops", data_dir=str(tmp_path), max_length=12)
   assert (task.vocab_size, task.num_classes, task.dual, task.has_padding) == (18, 10, False, True)
   first, second = task.splits["validation"][0], task.splits["test"][1]
@@ -118,7 +106,7 @@ def test_has_files_and_no_generation_on_load(tmp_path):
   message = str(error.value)
   assert "basic_train.tsv" in message and "lra_release.gz" in message and "generate" in message
   assert not listops.has_files(tmp_path)
-  write_tsv(tmp_path / "listops-1000" / "basic_val.tsv", EXPRESSIONS)
+  write_listops_tsv(tmp_path / "listops-1000" / "basic_val.tsv", EXPRESSIONS)
   assert listops.has_files(tmp_path)
 
 
@@ -129,9 +117,9 @@ def test_has_files_and_no_generation_on_load(tmp_path):
     ("Source\tTarget", [("[MAX 1 2 ]\t2", 2)], "line 2", "2 tab-separated fields"),
 ])
 def test_malformed_files_name_the_file_and_line(tmp_path, header, rows, where, expected):
-  write_release(tmp_path)
+  write_listops(tmp_path)
   path = tmp_path / "listops-1000" / "basic_test.tsv"
-  write_tsv(path, rows, header)
+  write_listops_tsv(path, rows, header)
   with pytest.raises(data.MalformedDataError) as error:
     listops.load(tmp_path, max_length=16)
   message = str(error.value)
@@ -140,6 +128,6 @@ def test_malformed_files_name_the_file_and_line(tmp_path, header, rows, where, e
 
 
 def test_long_expressions_are_truncated(tmp_path):
-  write_release(tmp_path)
+  write_listops(tmp_path)
   task = listops.load(tmp_path, max_length=3)
   assert task.splits["train"][0]["inputs"].tolist() == [12, 3, 10]

@@ -6,32 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fixtures import write_pathfinder
 from lra import data
-from lra.data import pathfinder
-
-
-def write_release(data_dir, num_images=40, side=32, empty=("imgs/1", "sample_3.png"),
-                  metadata_files=2):
-  """Images imgs/<i % 2>/sample_<i>.png whose pixel (0, 0) is i and label i % 3 == 0, listed
-  round-robin in metadata/<k>.npy; `empty` is written as a zero-byte file."""
-  root = data_dir / f"pathfinder{side}" / "curv_contour_length_14"
-  lines = [[] for _ in range(metadata_files)]
-  rng = np.random.default_rng(0)
-  for i in range(num_images):
-    subdir, filename = f"imgs/{i % 2}", f"sample_{i}.png"
-    path = root / subdir / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if (subdir, filename) == empty:
-      path.write_bytes(b"")
-    else:
-      pixels = rng.integers(0, 256, (side, side), dtype=np.uint8)
-      pixels[0, 0] = i
-      Image.fromarray(pixels).save(path)
-    lines[i % metadata_files].append(f"{subdir} {filename} {i} {int(i % 3 == 0)}\n")
-  (root / "metadata").mkdir()
-  for k, file_lines in enumerate(lines):
-    (root / "metadata" / f"{k}.npy").write_text("".join(file_lines))
-  return root
 
 
 def _ids_and_labels(source):
@@ -39,7 +15,7 @@ def _ids_and_labels(source):
 
 
 def test_reads_images_lazily_and_skips_the_empty_one(tmp_path, caplog):
-  root = write_release(tmp_path)
+  root = write_pathfinder(tmp_path)
   with caplog.at_level(logging.WARNING):
     task = data.load_task("pathfinder", data_dir=str(tmp_path), max_length=1024)
   assert "skipped 1 empty image" in caplog.text and "imgs/1/sample_3.png" in caplog.text
@@ -58,8 +34,8 @@ def test_reads_images_lazily_and_skips_the_empty_one(tmp_path, caplog):
 
 
 def test_split_depends_only_on_the_image_paths(tmp_path):
-  write_release(tmp_path / "a", metadata_files=2)
-  write_release(tmp_path / "b", metadata_files=5)
+  write_pathfinder(tmp_path / "a", metadata_files=2)
+  write_pathfinder(tmp_path / "b", metadata_files=5)
   splits = [data.load_task("pathfinder", data_dir=str(tmp_path / name), max_length=1024).splits
             for name in "ab"]
   for split in ("train", "validation", "test"):
@@ -69,7 +45,7 @@ def test_split_depends_only_on_the_image_paths(tmp_path):
 
 
 def test_path_x(tmp_path):
-  write_release(tmp_path, num_images=10, side=128, empty=None)
+  write_pathfinder(tmp_path, 128, num_images=10, empty=None)
   task = data.load_task("pathx", data_dir=str(tmp_path), max_length=128 * 128)
   assert [len(task.splits[s]) for s in ("train", "validation", "test")] == [8, 1, 1]
   assert task.splits["validation"][0]["inputs"].shape == (16384,)
@@ -82,7 +58,7 @@ def test_path_x(tmp_path):
     ("imgs/0 sample_0.png 0 2\n", "label 0 or 1"),
 ])
 def test_malformed_metadata_names_the_file_and_line(tmp_path, line, expected):
-  root = write_release(tmp_path, num_images=4)
+  root = write_pathfinder(tmp_path, num_images=4)
   with open(root / "metadata" / "1.npy", "a") as f:
     f.write(line)
   with pytest.raises(data.MalformedDataError) as error:
@@ -95,14 +71,14 @@ def test_malformed_metadata_names_the_file_and_line(tmp_path, line, expected):
 def test_missing_files(tmp_path):
   with pytest.raises(data.MissingDataError, match=r"pathfinder32/curv_contour_length_14/metadata"):
     data.load_task("pathfinder", data_dir=str(tmp_path), max_length=1024)
-  root = write_release(tmp_path, num_images=4)
+  root = write_pathfinder(tmp_path, num_images=4)
   (root / "imgs/1/sample_1.png").unlink()
   with pytest.raises(data.MissingDataError, match=r"imgs/1/sample_1\.png.*metadata/1\.npy, line 1"):
     data.load_task("pathfinder", data_dir=str(tmp_path), max_length=1024)
 
 
 def test_unreadable_image_is_reported_when_read(tmp_path):
-  root = write_release(tmp_path, num_images=10, empty=None)
+  root = write_pathfinder(tmp_path, num_images=10, empty=None)
   (root / "imgs/0/sample_4.png").write_bytes(b"not a png")
   task = data.load_task("pathfinder", data_dir=str(tmp_path), max_length=1024)
   source = next(s for s in task.splits.values() if "imgs/0/sample_4.png" in s.paths)

@@ -3,20 +3,9 @@
 import numpy as np
 import pytest
 
+from fixtures import AAN_ROWS, write_aan
 from lra import data
 from lra.data import pipeline, retrieval
-
-ROWS = [("1.0", "P01-1", "P02-2", "Citing paper \"A\".", "Cited paper B."),
-        ("0", "P01-1", "P03-3", "Citing paper \"A\".", "Unrelated caf\u00e9."),
-        ("0.0", "P03-3", "P02-2", "Unrelated caf\u00e9.", "Cited paper B.")]
-
-
-def write_release(data_dir, rows=ROWS, split_file="new_aan_pairs.test.tsv"):
-  folder = data_dir / "tsv_data"
-  folder.mkdir(parents=True, exist_ok=True)
-  for name in retrieval.SPLIT_FILES.values():
-    lines = ["\t".join(row) for row in (rows if name == split_file else ROWS)]
-    (folder / name).write_text("\n".join(lines) + "\n")
 
 
 def _decode(tokens):
@@ -24,7 +13,7 @@ def _decode(tokens):
 
 
 def test_reads_pairs_of_documents(tmp_path):
-  write_release(tmp_path)
+  write_aan(tmp_path)
   task = data.load_task("retrieval", data_dir=str(tmp_path), max_length=16)
   assert (task.vocab_size, task.num_classes, task.dual, task.has_padding) == (257, 2, True, True)
   test = task.splits["test"]
@@ -47,7 +36,7 @@ def test_reads_pairs_of_documents(tmp_path):
     (("yes", "a", "b", "x", "y"), "label 0 or 1"),
 ])
 def test_malformed_lines_name_the_file_and_line(tmp_path, row, expected):
-  write_release(tmp_path, ROWS[:1] + [row])
+  write_aan(tmp_path, AAN_ROWS[:1] + [row])
   with pytest.raises(data.MalformedDataError) as error:
     retrieval.load(tmp_path, max_length=8)
   message = str(error.value)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from fixtures import mock_tfds, write_aclimdb
 from lra import data
 from lra.data import text
 
@@ -14,16 +15,6 @@ def test_encode_is_utf8_bytes_plus_one_padded_with_zero():
   assert text.encode("é!", 5).tolist() == [0xC3 + 1, 0xA9 + 1, ord("!") + 1, 0, 0]
   assert text.encode(b"\xff" * 4, 3).tolist() == [256] * 3
   assert text.encode("", 2).dtype == np.int32
-
-
-def write_aclimdb(root, per_class=10):
-  for split in ("train", "test"):
-    for label in ("neg", "pos"):
-      folder = root / "aclImdb" / split / label
-      folder.mkdir(parents=True)
-      for i in range(per_class):
-        (folder / f"{i}_{i % 10 + 1}.txt").write_text(f"{split} {label} review {i}, caf\u00e9")
-  (root / "aclImdb" / "train" / "unsup").mkdir()
 
 
 def test_aclimdb_folder_with_holdout_validation(tmp_path):
@@ -64,7 +55,7 @@ def test_bad_options():
 
 
 def test_tfds_source_without_tensorflow(tmp_path):
-  with tfds.testing.mock_data(num_examples=30):
+  with mock_tfds(num_examples=30):
     task = data.load_task("text", data_dir=str(tmp_path), max_length=64)
     raw = tfds.data_source("imdb_reviews", split="train", data_dir=str(tmp_path))
     assert [len(task.splits[s]) for s in ("train", "validation", "test")] == [27, 3, 30]

@@ -1,0 +1,79 @@
+"""Tiny data sets in the official formats of the LRA tasks, written by the tests (no downloads)."""
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from lra.data import listops, retrieval
+
+# `[MAX 2 9 [MIN 4 7 ] 0 ]` = 9 and `[SM 9 8 ]` = 7 in the LRA generator's text form.
+LISTOPS_EXPRESSIONS = [("( ( ( ( ( [MAX 2 ) 9 ) ( ( ( [MIN 4 ) 7 ) ] ) ) 0 ) ] )", 9),
+                       ("( ( ( [SM 9 ) 8 ) ] )", 7)]
+
+AAN_ROWS = [("1.0", "P01-1", "P02-2", "Citing paper \"A\".", "Cited paper B."),
+            ("0", "P01-1", "P03-3", "Citing paper \"A\".", "Unrelated caf\u00e9."),
+            ("0.0", "P03-3", "P02-2", "Unrelated caf\u00e9.", "Cited paper B.")]
+
+
+def write_listops_tsv(path, rows, header="Source\tTarget"):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  lines = [header] + [f"{source}\t{target}" for source, target in rows]
+  path.write_text("\r\n".join(lines) + "\r\n")
+
+
+def write_listops(data_dir, rows=LISTOPS_EXPRESSIONS):
+  """`listops-1000/basic_{train,val,test}.tsv`, each holding `rows`."""
+  for name in listops.SPLIT_FILES.values():
+    write_listops_tsv(data_dir / "listops-1000" / name, rows)
+
+
+def write_aclimdb(root, per_class=10):
+  """`aclImdb/{train,test}/{neg,pos}/<i>_<rating>.txt`: `per_class` short reviews per folder."""
+  for split in ("train", "test"):
+    for label in ("neg", "pos"):
+      folder = root / "aclImdb" / split / label
+      folder.mkdir(parents=True)
+      for i in range(per_class):
+        (folder / f"{i}_{i % 10 + 1}.txt").write_text(f"{split} {label} review {i}, caf\u00e9")
+  (root / "aclImdb" / "train" / "unsup").mkdir()
+
+
+def write_aan(data_dir, rows=AAN_ROWS, split_file="new_aan_pairs.test.tsv"):
+  """`tsv_data/new_aan_pairs.{train,eval,test}.tsv`: `split_file` holds `rows`, the others
+  AAN_ROWS."""
+  folder = data_dir / "tsv_data"
+  folder.mkdir(parents=True, exist_ok=True)
+  for name in retrieval.SPLIT_FILES.values():
+    lines = ["\t".join(row) for row in (rows if name == split_file else AAN_ROWS)]
+    (folder / name).write_text("\n".join(lines) + "\n")
+
+
+def write_pathfinder(data_dir, resolution=32, num_images=40, empty=("imgs/1", "sample_3.png"),
+                     metadata_files=2):
+  """Images imgs/<i % 2>/sample_<i>.png of `pathfinder<resolution>/curv_contour_length_14` whose
+  pixel (0, 0) is i and label i % 3 == 0, listed round-robin in metadata/<k>.npy; `empty` is
+  written as a zero-byte file. Returns the difficulty folder."""
+  root = data_dir / f"pathfinder{resolution}" / "curv_contour_length_14"
+  lines = [[] for _ in range(metadata_files)]
+  rng = np.random.default_rng(0)
+  for i in range(num_images):
+    subdir, filename = f"imgs/{i % 2}", f"sample_{i}.png"
+    path = root / subdir / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if (subdir, filename) == empty:
+      path.write_bytes(b"")
+    else:
+      pixels = rng.integers(0, 256, (resolution, resolution), dtype=np.uint8)
+      pixels[0, 0] = i
+      Image.fromarray(pixels).save(path)
+    lines[i % metadata_files].append(f"{subdir} {filename} {i} {int(i % 3 == 0)}\n")
+  (root / "metadata").mkdir()
+  for k, file_lines in enumerate(lines):
+    (root / "metadata" / f"{k}.npy").write_text("".join(file_lines))
+  return root
+
+
+def mock_tfds(num_examples=20):
+  """Context in which every tensorflow-datasets data set (`imdb_reviews`, `cifar10`) reads as
+  `num_examples` random examples per split, without files or TensorFlow."""
+  return tfds.testing.mock_data(num_examples=num_examples)

@@ -1,0 +1,151 @@
+"""Every task trains from tiny files in its official format, and every registered attention
+mechanism takes training steps on every task's inputs."""
+
+import contextlib
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+import fixtures
+from lra import attention, config_lib, parallelism, train
+from lra.data import pipeline
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+# Tokens per example (per document for retrieval); the image tasks have one token per pixel.
+LENGTHS = {"listops": 32, "text": 32, "retrieval": 32, "image": 32 * 32, "pathfinder": 32 * 32,
+           "pathx": 128 * 128}
+NUM_CIFAR10 = 10  # mocked examples per split: 9 train, 1 validation, 10 test
+WRITERS = {
+    "listops": fixtures.write_listops,  # 2 examples per split
+    "text": fixtures.write_aclimdb,  # 18 train, 2 validation, 20 test
+    "retrieval": fixtures.write_aan,  # 3 pairs per split
+    "image": lambda data_dir: None,  # tensorflow-datasets, mocked
+    "pathfinder": lambda data_dir: fixtures.write_pathfinder(data_dir, 32, num_images=20,
+                                                             empty=None),  # 16, 2, 2
+    "pathx": lambda data_dir: fixtures.write_pathfinder(data_dir, 128, num_images=10,
+                                                        empty=None),  # 8, 1, 1
+}
+NUM_TEST = {"listops": 2, "text": 20, "retrieval": 3, "image": NUM_CIFAR10, "pathfinder": 2,
+            "pathx": 1}
+TINY = {
+    "batch_size": 8, "num_train_steps": 2, "eval_every": 2, "checkpoint_every": 2, "log_every": 1,
+    "warmup_steps": 1, "model.num_layers": 1, "model.emb_dim": 16, "model.num_heads": 2,
+    "model.qkv_dim": 16, "model.mlp_dim": 16,
+}
+# Options that give every structured path (several blocks, chunks, landmarks) at 33 tokens
+# (32 + CLS, which no block size divides); the defaults otherwise.
+SMALL_OPTIONS = {
+    "bigbird": dict(block_size=4, num_random_blocks=2),
+    "linformer": dict(low_rank_features=8),
+    "local": dict(block_size=8),
+    "longformer": dict(window=8),
+    "nystromformer": dict(num_landmarks=8),
+    "performer": dict(num_features=16),
+    "reformer": dict(num_hashes=2, num_buckets=4, chunk_size=4),
+    "rfa_arccos": dict(num_features=16),
+    "rfa_gaussian": dict(num_features=16),
+    "sinkhorn": dict(block_size=8),
+    "sparse": dict(block_size=8, summary_size=3),
+}
+
+
+def tiny_config(task, name, **overrides):
+  """The task's config with a one-layer 16-wide model, 2 steps and `name`'s small options;
+  `overrides`: dotted keys to values."""
+  config = config_lib.load(str(ROOT / "configs" / f"{task}.py"), name)
+  settings = {**TINY, **{f"model.attention_options.{key}": value
+                         for key, value in SMALL_OPTIONS.get(name, {}).items()},
+              "max_length": LENGTHS[task], **overrides}
+  for key, value in settings.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  if task == "text":
+    config.task_options.source = "aclimdb"
+  return config
+
+
+def reading(task):
+  """The context in which the task's data can be read."""
+  return fixtures.mock_tfds(NUM_CIFAR10) if task == "image" else contextlib.nullcontext()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cheap_compilation():
+  """XLA's least optimising compilation: every test compiles new steps and runs them a few times.
+  Nothing compiled this way outlives the module."""
+  previous = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)
+  jax.clear_caches()
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory):
+  """Each task's tiny data set, written once."""
+  dirs = {task: tmp_path_factory.mktemp(task) for task in TASKS}
+  for task, data_dir in dirs.items():
+    WRITERS[task](data_dir)
+  return dirs
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_task_trains_and_tests_from_its_files(task, data_dirs, tmp_path):
+  config = tiny_config(task, "rfa_gaussian", data_dir=str(data_dirs[task]))
+  with reading(task):
+    train.train_and_evaluate(config, tmp_path)
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert np.isfinite(results["test_loss"]) and 0 <= results["test_accuracy"] <= 1
+  assert results["num_test_examples"] == NUM_TEST[task]
+  assert results["best_step"] == 2 and results["config"]["task"] == task
+
+
+# Path-X's model on Path-X's 16384 tokens is out of reach of the quadratic mechanisms on a CPU
+# (softmax logits alone: 8 x 2 x 16384^2 floats, 17 GB): here it reads the 32 x 32 Pathfinder
+# images of the same reader, at 1024 tokens.
+GRID_DATA = {**{task: (task, LENGTHS[task]) for task in TASKS}, "pathx": ("pathfinder", 32 * 32)}
+
+
+@pytest.fixture(scope="module", params=TASKS)
+def task_inputs(request, data_dirs):
+  """(task, tokens per example, the TaskData read, two global training batches of 8), read once
+  per task."""
+  task = request.param
+  data_task, length = GRID_DATA[task]
+  with reading(data_task):
+    data = train.load_data(tiny_config(data_task, "softmax", data_dir=str(data_dirs[data_task])))
+    batches = pipeline.make_batches(data.splits["train"], global_batch_size=8, seed=0,
+                                    shuffle=True, repeat=True)
+    local_batches = [next(batches) for _ in range(2)]
+  mesh = parallelism.data_mesh()
+  return task, length, data, [parallelism.global_batch(b, mesh) for b in local_batches]
+
+
+@pytest.mark.parametrize("name", attention.names())
+def test_every_attention_trains_on_every_task(task_inputs, name):
+  task, length, data, batches = task_inputs
+  config = tiny_config(task, name, max_length=length)
+  state, steps = train.init_training(
+      config, parallelism.data_mesh(), vocab_size=data.vocab_size, num_classes=data.num_classes,
+      dual=data.dual, has_padding=data.has_padding)
+  initial = jax.device_get(state["params"])
+  # The CPU's older fusion emitters compile several times faster without optimisation.
+  step = steps.train.lower(state, batches[0]).compile(
+      compiler_options={"xla_cpu_use_fusion_emitters": False})
+  losses = []
+  for batch in batches:
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert np.all(np.isfinite(losses)), losses
+  before = jax.tree_util.tree_flatten_with_path(initial)[0]
+  after = jax.tree.leaves(jax.device_get(state["params"]))
+  unchanged = [jax.tree_util.keystr(path) for (path, old), new in zip(before, after)
+               if np.array_equal(old, new)]
+  assert not unchanged, f"parameters that did not train: {unchanged}"
