@@ -2,7 +2,7 @@
 Table 2: the text task's model, synthetic byte tokens, steps/s and peak memory, speed-up against
 softmax at the same length).
 
-    python -m lra.benchmark [--attentions softmax rfa_gaussian ...] [--lengths 1024 2048 3072 4096]
+    python -m lra.benchmark [--attentions softmax rfa_gaussian ... | all] [--lengths 1024 2048 3072 4096]
 
 Writes results.json and results.md to --out, atomically.
 """
@@ -16,6 +16,7 @@ import time
 import jax
 import numpy as np
 
+from lra import attention as attention_registry
 from lra import config_lib, parallelism
 from lra.metrics import max_rss_bytes, write_json_atomically
 from lra.train import init_training
@@ -82,7 +83,8 @@ def markdown(rows, lengths, baseline) -> str:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--attentions", nargs="+", default=["softmax", "rfa_gaussian"])
+  parser.add_argument("--attentions", nargs="+", default=["softmax", "rfa_gaussian"],
+                      help="registered names, or `all`")
   parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 2048, 3072, 4096])
   parser.add_argument("--batch-size", type=int, default=4)
   parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
@@ -90,6 +92,8 @@ def main(argv=None):
   parser.add_argument("--baseline", default="softmax")
   parser.add_argument("--out", default="benchmarks/results/lra")
   args = parser.parse_args(argv)
+  if args.attentions == ["all"]:
+    args.attentions = [args.baseline] + [n for n in attention_registry.names() if n != args.baseline]
   mesh = parallelism.data_mesh()
   parallelism.check_batch_size(args.batch_size, mesh)
   rows = []
@@ -103,7 +107,8 @@ def main(argv=None):
   rows = relative_to_baseline(rows, args.baseline)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  table = markdown(rows, args.lengths, args.baseline)
+  table = (markdown(rows, args.lengths, args.baseline) + "\n"
+           + target_line(rows, max(args.lengths), args.baseline) + "\n")
   write_json_atomically(out / "results.json", dict(
       rows=rows, args=vars(args), jax_version=jax.__version__, device=str(jax.devices()[0]),
       device_count=jax.device_count(), machine=platform.machine(), max_rss_bytes=max_rss_bytes()))
@@ -111,6 +116,17 @@ def main(argv=None):
   (out / "results.md.tmp").replace(out / "results.md")
   print(table)
   return rows
+
+
+def target_line(rows, length, baseline, candidate="rfa_gaussian", speedup=6.0, memory=0.15) -> str:
+  """The harness target at `length`: `candidate` >= `speedup`x the baseline's steps/s with
+  <= `memory`x its memory."""
+  row = next((r for r in rows if r["attention"] == candidate and r["length"] == length), None)
+  if row is None or "speedup" not in row:
+    return f"target: needs {candidate} and {baseline} measured at {length}"
+  met = row["speedup"] >= speedup and row["memory_ratio"] <= memory
+  return (f"target at {length}: {candidate} {row['speedup']:.1f}x {baseline}'s steps/s (>= {speedup}), "
+          f"{row['memory_ratio']:.3f}x its memory (<= {memory}): {'PASS' if met else 'MISS'}")
 
 
 if __name__ == "__main__":
