@@ -440,7 +440,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="computations whose compiled memory exceeds this are not run")
   parser.add_argument("--matmul-size", type=int, default=2048)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out", default="benchmarks/results")
+  parser.add_argument("--out", default="benchmarks/results/attention")
   parser.add_argument("--quick", action="store_true",
                       help="tiny sizes for CI: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
   args = parser.parse_args(argv)
