@@ -33,13 +33,28 @@ def random_projection(key, num_heads: int, num_features: int, head_dim: int, *,
   num_blocks = -(-num_features // head_dim)
   block_key, norm_key = jax.random.split(key)
   gaussian = jax.random.normal(block_key, (num_heads, num_blocks, head_dim, head_dim), jnp.float32)
-  q, r = jnp.linalg.qr(gaussian)
-  q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
-  directions = jnp.swapaxes(q, -1, -2).reshape(num_heads, num_blocks * head_dim, head_dim)
+  directions = jnp.swapaxes(_orthonormal_columns(gaussian), -1, -2).reshape(num_heads, num_blocks * head_dim, head_dim)
   directions = directions[:, :num_features]
   norms = jnp.linalg.norm(
       jax.random.normal(norm_key, (num_heads, num_features, head_dim), jnp.float32), axis=-1)
   return (directions * norms[..., None]).astype(dtype)
+
+
+def _orthonormal_columns(a: jax.Array) -> jax.Array:
+  """Q of a = QR with R's diagonal positive, for square a [..., n, n]: Gram-Schmidt with each
+  column orthogonalised twice against the previous ones (float32-accurate). Of a Gaussian matrix
+  this Q is Haar-distributed. Matrix products only: LAPACK's QR inside a jitted training step with
+  a backward pass was seen to hang XLA CPU (jaxlib 0.10.2)."""
+
+  def add_column(q, j):
+    column = a[..., :, j]
+    for _ in range(2):
+      column = column - jnp.einsum("...ik,...k->...i", q, jnp.einsum("...ik,...i->...k", q, column))
+    column = column / jnp.linalg.norm(column, axis=-1, keepdims=True)
+    return q.at[..., :, j].set(column), None
+
+  q, _ = jax.lax.scan(add_column, jnp.zeros_like(a), jnp.arange(a.shape[-1]))
+  return q
 
 
 @jax.custom_jvp

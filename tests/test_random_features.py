@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rfa_jax
-from rfa_jax.random_features import _sin_cos, arccos_kernel, gaussian_kernel
+from rfa_jax.random_features import _orthonormal_columns, _sin_cos, arccos_kernel, gaussian_kernel
 
 
 def _normal_cdf(x):
@@ -127,3 +127,10 @@ def test_sin_cos_gradient():
 def test_unknown_feature_map_is_rejected():
   with pytest.raises(ValueError, match="kind='relu'.*gaussian"):
     rfa_jax.feature_map(jnp.ones((1, 2)), jnp.ones((1, 3, 2)), "relu")
+
+
+def test_orthonormal_columns_is_qr_with_positive_diagonal():
+  a = jax.random.normal(jax.random.PRNGKey(3), (2, 64, 64))
+  q, r = np.linalg.qr(np.asarray(a, np.float64))
+  q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+  np.testing.assert_allclose(_orthonormal_columns(a), q, atol=2e-6)
