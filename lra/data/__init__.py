@@ -2,13 +2,14 @@
 
 Each task module reads the official files (or tensorflow-datasets) into random-access sources of
 {"inputs": int32 [max_length] (retrieval: "inputs1", "inputs2"), "targets": int32 []};
-`pipeline.make_batches` turns a source into batches.
+`pipeline.make_batches` turns a source into batches. The causal task "lm" returns an
+`lm.LMData` of byte streams instead, batched by `lm.make_lm_batches`.
 """
 
 import functools
 import inspect
 
-from lra.data import image, listops, pathfinder, retrieval, text
+from lra.data import image, listops, lm, pathfinder, retrieval, text
 from lra.data.sources import MalformedDataError, MissingDataError, TaskData
 
 _LOADERS = {
@@ -18,6 +19,7 @@ _LOADERS = {
     "image": image.load,
     "pathfinder": functools.partial(pathfinder.load, resolution=32),
     "pathx": functools.partial(pathfinder.load, resolution=128),
+    "lm": lm.load,
 }
 
 

@@ -13,7 +13,7 @@ def test_unknown_task_lists_the_valid_names():
     data.load_task("cifar", data_dir="/nonexistent", max_length=8)
   for name in ("listops", "text", "retrieval", "image", "pathfinder", "pathx"):
     assert name in str(error.value)
-  assert data.names() == ["listops", "text", "retrieval", "image", "pathfinder", "pathx"]
+  assert data.names() == ["listops", "text", "retrieval", "image", "pathfinder", "pathx", "lm"]
 
 
 def test_unknown_option_lists_the_task_options():
