@@ -9,6 +9,7 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -66,3 +67,18 @@ def replicate(tree, mesh: Mesh):
     return jax.make_array_from_process_local_data(sharding, np.asarray(x))
 
   return jax.tree.map(put, tree)
+
+
+def local_sum(x: jax.Array) -> np.float64:
+  """Sum of the elements of `x` that this process holds (each distinct shard once), in float64."""
+  shards = {str(shard.index): shard.data for shard in x.addressable_shards}
+  return sum(np.asarray(data, np.float64).sum() for data in shards.values())
+
+
+def sum_across_processes(values: dict) -> dict:
+  """{name: scalar} summed over all processes (the identity for one process)."""
+  if jax.process_count() == 1:
+    return dict(values)
+  names = sorted(values)
+  gathered = multihost_utils.process_allgather(np.asarray([values[n] for n in names], np.float64))
+  return dict(zip(names, np.asarray(gathered).reshape(jax.process_count(), -1).sum(0)))

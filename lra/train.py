@@ -85,7 +85,7 @@ def build_model(config, *, vocab_size: int, num_classes: int, dual: bool, has_pa
       emb_dim=m.emb_dim, num_heads=m.num_heads, qkv_dim=m.qkv_dim, mlp_dim=m.mlp_dim,
       dropout_rate=m.dropout_rate, attention_name=config.attention,
       attention_options=dict(m.attention_options), pooling=m.pooling, positions=m.positions,
-      rngs=rngs)
+      dtype=config.dtype, rngs=rngs)
 
 
 def model_rngs(seed: int) -> nnx.Rngs:
@@ -106,7 +106,7 @@ class Steps:
   evaluate: callable
 
 
-def make_steps(train_graphdef, eval_graphdef, optimizer) -> Steps:
+def make_steps(train_graphdef, eval_graphdef, optimizer, mesh) -> Steps:
   def train_step(state, batch):
     model = nnx.merge(train_graphdef, state["params"], state["rest"])
 
@@ -126,10 +126,12 @@ def make_steps(train_graphdef, eval_graphdef, optimizer) -> Steps:
     model = nnx.merge(eval_graphdef, state["params"], state["rest"])
     loss, correct = _per_example(model(batch), batch["targets"])
     weights = batch["weights"].astype(jnp.float32)
-    return dict(loss=jnp.sum(loss * weights), correct=jnp.sum(correct * weights),
-                count=jnp.sum(weights))
+    return dict(loss=loss * weights, correct=correct * weights, count=weights)
 
-  return Steps(train=jax.jit(train_step, donate_argnums=0), evaluate=jax.jit(eval_step))
+  # Evaluation returns per-example values, sharded like the batch: no cross-device reduction, so the
+  # independent evaluation steps that are in flight at once never wait on each other (see `evaluate`).
+  return Steps(train=jax.jit(train_step, donate_argnums=0),
+               evaluate=jax.jit(eval_step, out_shardings=parallelism.batch_sharded(mesh)))
 
 
 def init_training(config, mesh, **model_args):
@@ -146,25 +148,35 @@ def init_training(config, mesh, **model_args):
   optimizer = make_optimizer(config)
   state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                rest=rest)
-  return parallelism.replicate(state, mesh), make_steps(train_graphdef, eval_graphdef, optimizer)
+  steps = make_steps(train_graphdef, eval_graphdef, optimizer, mesh)
+  return parallelism.replicate(state, mesh), steps
 
 
 def evaluate(steps: Steps, state, source, config, mesh, max_batches=-1) -> dict:
-  """Loss and accuracy over a whole split (each example counted once), or its first `max_batches`."""
+  """Loss and accuracy over a whole split (each example counted once), or its first `max_batches`.
+
+  The steps are dispatched without waiting and all read the same state, so many are in flight at
+  once. If a step reduced across devices, each device would wait at that step's rendezvous; on XLA
+  CPU a device thread may meanwhile have started another in-flight step and wait at its rendezvous
+  instead, and the run deadlocks (aborted after 40 s). So each step returns per-example values, with
+  no cross-device collective, and the sums are taken here per process, with one cross-process sum
+  at the end.
+  """
   batches = pipeline.make_batches(
       source, global_batch_size=config.batch_size, seed=config.seed, shuffle=False, repeat=False,
       drop_remainder=False, process_index=jax.process_index(),
       process_count=jax.process_count())
-  totals = []
+  outputs = []
   for index, batch in enumerate(batches):
     if index == max_batches:
       break
-    totals.append(steps.evaluate(state, parallelism.global_batch(batch, mesh)))
-  totals = jax.device_get(totals)
-  count = sum(t["count"] for t in totals)
-  return dict(loss=float(sum(t["loss"] for t in totals) / max(count, 1)),
-              accuracy=float(sum(t["correct"] for t in totals) / max(count, 1)),
-              num_examples=int(count))
+    outputs.append(steps.evaluate(state, parallelism.global_batch(batch, mesh)))
+  totals = parallelism.sum_across_processes(
+      {name: sum(parallelism.local_sum(output[name]) for output in outputs)
+       for name in ("loss", "correct", "count")})
+  count = totals["count"]
+  return dict(loss=float(totals["loss"] / max(count, 1)),
+              accuracy=float(totals["correct"] / max(count, 1)), num_examples=int(count))
 
 
 def _check_finite(losses, step):
