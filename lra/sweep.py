@@ -148,7 +148,8 @@ def execute(run: Run) -> dict:
   log_path = run.workdir / LOG_FILE
   with log_path.open("ab") as log:
     offset = log.tell()
-    log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command)}\n".encode())
+    header = f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command)}\n"
+    log.write((("\n" if offset else "") + header).encode())  # a killed run may end mid-line
     log.flush()
     start = time.perf_counter()
     process = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT,
