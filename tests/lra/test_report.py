@@ -14,14 +14,16 @@ from PIL import Image
 from lra import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-GENERATED = {"generated": True, "seed": 0, "options": {"min_length": 16, "max_length": 128}}
+GENERATED = {"files": [{"path": "data/listops-1000/basic_train.tsv", "bytes": 99, "sha256": "a" * 64}],
+             "generated": True, "generator": {"generator": "lra.data.listops.generate", "seed": 0,
+                                              "min_length": 16, "max_length": 128}}
 
 
 def write_workdir(path, task, attention, seed, test_accuracy=None, *, validation=((4, 0.2), (8, 0.3)),
                   steps_per_sec=10.0, memory=2**20, data=GENERATED, finished=True, config=None,
-                  **results):
-  """A workdir as lra.train leaves it: metrics.jsonl (train rows every 2 steps at `steps_per_sec`,
-  validation rows), and results.json when `finished`."""
+                  record=True, **results):
+  """A workdir as lra.train leaves it: run.json (if `record`), metrics.jsonl (train rows every 2
+  steps at `steps_per_sec`, validation rows), and results.json when `finished`."""
   path.mkdir(parents=True)
   last = max(step for step, _ in validation)
   rows = [dict(step=s, split="train", loss=1.0, accuracy=0.1, steps_per_sec=steps_per_sec)
@@ -29,10 +31,12 @@ def write_workdir(path, task, attention, seed, test_accuracy=None, *, validation
   metric = "bits_per_byte" if task == "lm" else "accuracy"
   rows += [dict(step=s, split="validation", loss=1.0, **{metric: value}) for s, value in validation]
   (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  full_config = dict(task=task, attention=attention, seed=seed, num_train_steps=last,
+                     batch_size=8, max_length=128, model=dict(num_layers=2, attention_options={}),
+                     **(config or {}))
+  if record:
+    (path / "run.json").write_text(json.dumps(dict(config=full_config, data=data)))
   if finished:
-    full_config = dict(task=task, attention=attention, seed=seed, num_train_steps=last,
-                       batch_size=8, max_length=128, model=dict(num_layers=2, attention_options={}),
-                       **(config or {}))
     (path / "results.json").write_text(json.dumps(dict(
         test_accuracy=test_accuracy, test_loss=1.0, best_step=last, steps_per_sec=steps_per_sec,
         peak_memory_bytes=memory, num_devices=8, num_processes=1, data=data, config=full_config,
@@ -68,6 +72,8 @@ def grid(tmp_path_factory):
                 data=None, config=dict(learning_rate=0.2))
   write_workdir(root / "listops" / "linear" / "seed0", "listops", "linear", 0,
                 validation=((4, 0.1),), finished=False)
+  write_workdir(root / "listops" / "local" / "seed2", "listops", "local", 2,
+                validation=((4, 0.1), (6, 0.1)), finished=False, record=False)
   write_workdir(root / "lm" / "rfa_gaussian" / "seed0", "lm", "rfa_gaussian", 0, None,
                 validation=((4, 3.0), (8, 2.5)), test_bits_per_byte=2.4,
                 best_validation_bits_per_byte=2.5)
@@ -92,14 +98,14 @@ def grid(tmp_path_factory):
 def test_accuracy_table_has_seed_means_stds_counts_and_marks_missing_cells(grid):
   *_, markdown = grid
   accuracy = table(markdown, "Test accuracy")
-  assert list(accuracy) == ["softmax", "linear", "rfa_gaussian"]
+  assert list(accuracy) == ["softmax", "linear", "local", "rfa_gaussian"]
   assert accuracy["softmax"]["listops"] == "34.00 ± 4.00 (3)"
   assert accuracy["softmax"]["text"] == "61.00 ± 1.41 (2)"
   assert accuracy["softmax"]["Avg"] == "47.50"
   assert accuracy["rfa_gaussian"]["listops"] == "18.00 ± 1.41 (2)"
   assert accuracy["rfa_gaussian"]["text"] == report.MISSING
   assert accuracy["rfa_gaussian"]["Avg"] == report.MISSING
-  assert set(accuracy["linear"].values()) == {report.MISSING}
+  assert set(accuracy["linear"].values()) == set(accuracy["local"].values()) == {report.MISSING}
   assert "lm" not in accuracy["softmax"]
 
 
@@ -116,8 +122,9 @@ def test_unfinished_runs_and_unreadable_folders_are_listed_not_counted(grid):
   root, _, _, markdown = grid
   unfinished = markdown.split("## Unfinished runs", 1)[1]
   assert "listops linear seed0: last logged step 4" in unfinished
-  assert f"{root / 'stray'}: no config in results.json" in markdown
-  assert "1 workdir(s) without a results.json config were read from their" in markdown
+  assert "listops local seed2: last logged step 6" in unfinished
+  assert f"{root / 'stray'}: no config in results.json or run.json" in markdown
+  assert "1 workdir(s) without a config in results.json or run.json were read from their" in markdown
   assert "bench" not in table(markdown, "Test accuracy")  # the benchmark is not a run
 
 
@@ -147,7 +154,9 @@ def test_every_table_states_its_provenance(grid):
   provenance = markdown.split("Where the numbers came from:")
   assert len(provenance) == 4  # accuracy, language modelling, benchmark
   accuracy = provenance[1]
-  assert "**listops** (5 runs): data generated (seed 0; max_length=128, min_length=16)" in accuracy
+  assert ("**listops** (5 runs): data GENERATED by lra.data.listops.generate (seed 0; "
+          "max_length=128, min_length=16); data/listops-1000/basic_train.tsv (99 bytes, "
+          "sha256 aaaaaaaaaaaa)") in accuracy
   assert "8 devices (kind not recorded in results.json)" in accuracy
   assert "8 training steps (batch 8, length 128)" in accuracy
   assert "abc123def456 (2 runs); not recorded (3 runs)" in accuracy
@@ -174,9 +183,12 @@ def test_csv_files_parse_and_hold_the_table_cells(grid):
   assert not any(r["attention"] == "linear" and r["table"] == "accuracy" for r in rows)
   with open(written["runs"], newline="") as f:
     runs = list(csv.DictReader(f))
-  assert len(runs) == 9
+  assert len(runs) == 10
   linear = next(r for r in runs if r["attention"] == "linear")
-  assert (linear["finished"], linear["identity_from"], linear["last_step"]) == ("False", "path", "4")
+  assert (linear["finished"], linear["identity_from"], linear["last_step"]) == ("False", "run.json",
+                                                                              "4")
+  local = next(r for r in runs if r["attention"] == "local")
+  assert (local["seed"], local["identity_from"]) == ("2", "path")
 
 
 def test_plots_are_written_nonempty_and_linked(grid):
