@@ -234,11 +234,11 @@ def main(argv):
                 root=_ROOT.value, overrides=overrides)
   except ValueError as error:
     sys.exit(f"lra.sweep: {error}")
-  signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+  signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops the run too, as Ctrl-C does
   try:
     outcomes = sweep(runs, out=lambda line: print(line, flush=True))
   except KeyboardInterrupt:
-    print("sweep interrupted; re-running the same command resumes it.", flush=True)
+    print("sweep stopped; re-running the same command resumes it.", flush=True)
     return 130
   print(summary(outcomes, _ROOT.value), flush=True)
   return 1 if any(o["status"] == "failed" for o in outcomes) else 0

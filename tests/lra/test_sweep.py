@@ -12,7 +12,6 @@ import time
 import pytest
 
 from lra import attention, sweep
-from lra.data import listops
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = {
@@ -20,6 +19,8 @@ TINY = {
     "batch_size": 8, "max_length": 48, "warmup_steps": 2,
     "model.num_layers": 1, "model.emb_dim": 16, "model.num_heads": 2, "model.qkv_dim": 16,
     "model.mlp_dim": 16, "model.dropout_rate": 0.0,
+    "task_options.generate_train": 64, "task_options.generate_eval": 16,
+    "task_options.min_length": 16, "task_options.max_length": 48,
 }
 
 
@@ -128,9 +129,7 @@ def _sweep_cli(root, data_dir):
 
 @pytest.mark.skipif(not pathlib.Path("/proc/self/task").exists(), reason="reads /proc")
 def test_a_killed_run_is_recorded_and_resumed_by_rerunning_the_sweep(tmp_path):
-  data_dir, root = tmp_path / "data", tmp_path / "runs"
-  listops.generate(data_dir, num_train=64, num_val=16, num_test=16, seed=0, min_length=16,
-                   max_length=48)
+  data_dir, root = tmp_path / "data", tmp_path / "runs"  # the first run generates the data
   first, second = root / "listops" / "softmax" / "seed0", root / "listops" / "softmax" / "seed1"
   process = _sweep_cli(root, data_dir)
   latest = second / "checkpoints" / "latest"
