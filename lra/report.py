@@ -3,8 +3,10 @@
     python -m lra.report ROOT [--out=DIR] [--benchmark=benchmarks/results/lra/results.json ...]
 
 A workdir is any folder under ROOT (at any depth) with `results.json` and/or `metrics.jsonl`, as
-`lra.train` writes them; `results.json` files of `lra.benchmark` under ROOT, and those given by
-`--benchmark`, feed the speed table. Writes to DIR (default ROOT):
+`lra.train` writes them; its task, attention, seed, configuration and data come from results.json,
+else from run.json, else (task, attention and seed only) from a <task>/<attention>/seed<k> path.
+`results.json` files of `lra.benchmark` under ROOT, and those given by `--benchmark`, feed the speed
+table. Writes to DIR (default ROOT):
 
 - `report.md`: test accuracy in the layout of LRA's Table 1 (mechanisms by tasks and their average,
   mean ± sample std over seeds, the number of seeds; "–" where no run finished); test bits per byte of

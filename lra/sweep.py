@@ -234,6 +234,9 @@ def main(argv):
                 root=_ROOT.value, overrides=overrides)
   except ValueError as error:
     sys.exit(f"lra.sweep: {error}")
+  print(f"sweep: {len(runs)} runs under {_ROOT.value} ({len({r.task for r in runs})} tasks x "
+        f"{len({r.attention for r in runs})} attentions x {len({r.seed for r in runs})} seeds)",
+        flush=True)
   signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops the run too, as Ctrl-C does
   try:
     outcomes = sweep(runs, out=lambda line: print(line, flush=True))
