@@ -179,9 +179,10 @@ def execute(run: Run) -> dict:
 
 def _result_summary(workdir) -> str:
   results = json.loads((pathlib.Path(workdir) / "results.json").read_text())
-  if results.get("test_bits_per_byte") is not None:
-    return f"test bits per byte {results['test_bits_per_byte']:.4f}"
-  return f"test accuracy {results['test_accuracy']:.4f}"
+  for key, name in (("test_bits_per_byte", "test bits per byte"), ("test_accuracy", "test accuracy")):
+    if isinstance(results.get(key), (int, float)):
+      return f"{name} {results[key]:.4f}"
+  return "results.json has no test metric"
 
 
 def _exit_description(returncode: int) -> str:
@@ -234,9 +235,10 @@ def main(argv):
                 root=_ROOT.value, overrides=overrides)
   except ValueError as error:
     sys.exit(f"lra.sweep: {error}")
-  print(f"sweep: {len(runs)} runs under {_ROOT.value} ({len({r.task for r in runs})} tasks x "
-        f"{len({r.attention for r in runs})} attentions x {len({r.seed for r in runs})} seeds)",
-        flush=True)
+  grid = {name: ",".join(map(str, dict.fromkeys(getattr(r, name) for r in runs)))
+          for name in ("task", "attention", "seed")}
+  print(f"sweep: {len(runs)} runs under {_ROOT.value}: tasks {grid['task']}; attentions "
+        f"{grid['attention']}; seeds {grid['seed']}", flush=True)
   signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops the run too, as Ctrl-C does
   try:
     outcomes = sweep(runs, out=lambda line: print(line, flush=True))

@@ -141,6 +141,8 @@ def test_a_killed_run_is_recorded_and_resumed_by_rerunning_the_sweep(tmp_path):
   os.kill(child, signal.SIGKILL)  # the run of seed 1, mid-run, as an out-of-memory kill would
   output, _ = process.communicate(timeout=300)
   assert process.returncode == 1, output
+  assert output.startswith(f"sweep: 2 runs under {root}: tasks listops; attentions softmax; "
+                           "seeds 0,1\n")
   assert not (second / "results.json").exists(), "seed 1 finished before it was killed"
   assert "[1/2] listops softmax seed0: finished in" in output
   assert "[2/2] listops softmax seed1: failed in" in output and "(killed by SIGKILL)" in output
