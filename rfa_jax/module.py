@@ -1,25 +1,80 @@
-"""`RFAAttention`: multi-head random feature attention as a Flax NNX module.
+"""`RFAAttention`: multi-head random feature attention, a drop-in for Flax 0.12's `nnx.MultiHeadAttention`.
 
-Constructor and call follow `nnx.MultiHeadAttention` where they apply (num_heads, in_features,
-qkv_features, out_features, in_kv_features, dtype, param_dtype, initialisers, use_bias, deterministic,
-decode; `module(inputs_q, inputs_k=None, inputs_v=None, *, mask=None, deterministic=None, decode=None)`,
-`init_cache(input_shape, dtype)`), so that it can replace it in an existing model.
+Constructor, call, modes and cache follow `nnx.MultiHeadAttention` (MHA below); what differs:
+
+- Constructor: every MHA argument is accepted. They act as in MHA (the q/k/v/out `LinearGeneral` layers
+  get the initialisers, metadata, precision, promote and dot_general arguments as MHA passes them;
+  `num_kv_heads` shares key/value heads across query-head groups) except:
+  `attention_fn` other than `nnx.dot_product_attention` raises ValueError (RFA is the attention
+  function); `normalize_qk=True` applies MHA's per-head LayerNorms (learned scale, no bias) to q and k
+  before RFA L2-normalises them, so it reweights and centres the directions the features see rather than
+  bounding logits; `precision` applies to those linear layers (the RFA core computes features and states
+  in float32). RFA's own options are keyword-only: num_features, feature_map, causal, gated, chunk_size,
+  redraw, orthogonal, sigma_init, projection_seed.
+- Attention dropout (`dropout_rate`, only when not deterministic): RFA has no weights matrix; it drops
+  whole key/value rows from the numerator, v_j -> v_j m_j / (1 - p) with m_j ~ Bernoulli(1 - p), and
+  keeps the denominator, which is what softmax attention dropout does when its mask is shared by all
+  queries; E[out] is the output without dropout. `broadcast_dropout=True` shares m across batch and
+  heads (MHA shares its mask across them too), False draws it per batch element and head.
+- Randomness: the evaluation projection W [heads, num_features, head_dim] is recomputed in the graph
+  from `projection_seed` (a python int, default 0: part of the graph definition, not of the state), so it
+  is identical for models built eagerly, under `nnx.eval_shape` or `nnx.jit`, and a checkpoint of the
+  Params restored into any freshly built model reproduces evaluation exactly. Give layers distinct
+  seeds (e.g. the layer index) for independent evaluation features per layer. In training
+  (deterministic=False) with redraw=True every call draws a fresh W, and dropout draws its masks, from
+  the call's `rngs=` (an `nnx.Rngs`: stream 'projection', else 'dropout', else 'default' for W; 'dropout',
+  else 'default' for dropout; or an `RngStream` or key) or else from the module's own stream: with
+  keep_rngs=True (default) a fork of the constructor rngs' 'projection', 'dropout' or 'default' stream
+  (the first present) is kept when redraw or dropout needs it, like MHA keeps its dropout rngs; inside a
+  jitted step its counter is part of the state, so each step gets new features. With keep_rngs=False
+  (or none of those streams) the module holds no RngState and `nnx.split(model, nnx.Param)` and
+  `nnx.split(model, nnx.Param, nnx.Cache)` are exhaustive; training calls then need `rngs=`, else a
+  ValueError says so. `deterministic=None` everywhere means evaluation unless dropout_rate > 0, where
+  it is an error as in MHA.
+- Masks (see `rfa_jax.masks`): `[batch, kv_len]` key padding, or `[batch|1, heads|1, q_len|1, kv_len]`
+  as `nnx.make_attention_mask` / `make_causal_mask` / `combine_masks` build them. RFA takes the key
+  padding from the mask (key j kept when some query may see it) and causality from `causal=True` or
+  `is_causal=True` at call (it overlays causality like MHA's is_causal; it cannot turn a causal module
+  bidirectional). A mask that is not exactly key padding (AND causality when causal) apart from all-False
+  rows of padded queries is rejected: a concrete mask raises ValueError (a causal mask given to a
+  non-causal module says so); a traced one (inside jit) cannot raise, so the output of each batch
+  element whose mask is not representable is NaN, as `jnp.linalg.cholesky` reports a matrix that is not
+  positive definite. Rows of padded queries output whatever the key padding gives (MHA outputs the mean
+  of all values there).
+- `sow_weights=True` sows the implicit attention weights a_ij (`rfa_jax.weights.rfa_weights`, before
+  dropout; out = a v) as 'attention_weights' in `nnx.Intermediate`, like MHA: quadratic memory, for
+  introspection; not available when decoding (past keys are folded into the state).
+- Decoding (causal only): `init_cache((batch, max_length, features))` creates `cached_s` [B, H, F, dv],
+  `cached_z` [B, H, F] (float32 whatever `dtype`) and `cache_index` (int32, tokens consumed) as
+  `nnx.Cache`; the state has constant size, so `max_length` only locates MHA-style decode masks whose
+  kv_len is max_length (their columns cache_index.. are the new tokens' padding; earlier columns are
+  ignored, those keys are in the state). With decode=True a call takes one token or several (a prompt,
+  or a training segment) and continues the cached state with the fixed projection; gradients flow
+  through the tokens of the call. `set_view(deterministic=, decode=, batch_size=, max_length=)` serves
+  `nnx.view` and creates the cache when decode=True and both sizes are given.
 """
 
+import functools
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
-from flax.nnx.nn import initializers
+from flax.nnx.nn import dtypes, initializers
+from flax.nnx.nn.attention import dot_product_attention
+from flax.nnx.nn.linear import default_kernel_init
 
 from rfa_jax.attention import decode_step, prefill, rfa, rfa_cross
-from rfa_jax.causal import init_decode_state
+from rfa_jax.causal import DecodeState, init_decode_state
+from rfa_jax.masks import check_representable, read_mask
 from rfa_jax.random_features import FEATURE_MAPS, feature_dim, random_projection
+from rfa_jax.weights import rfa_weights
 
-
-class RandomProjection(nnx.Variable):
-  """Non-trainable random projection [heads, num_features, head_dim]; saved in checkpoints."""
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+_STORED_STREAMS = ("projection", "dropout", "default")
 
 
 class RFAAttention(nnx.Module):
@@ -30,104 +85,254 @@ class RFAAttention(nnx.Module):
   - sigma: learned per head (nnx.Param, initialised to `sigma_init`).
   - gated (causal only): g_t = sigmoid(W_g x_t + b_g), one scalar per head and step, giving
     S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T.
-  - projection: the fixed `RandomProjection` used for evaluation and decoding. With `redraw=True` and
-    `deterministic=False` (e.g. after `model.train()`), every call draws a fresh projection from the
-    'projection' rng stream (falling back to 'default'), as the paper does at each training step.
-  - mask: key padding mask [batch, kv_length] bool (False = padding), or the broadcastable
-    [batch, 1, 1, kv_length] form; general attention masks do not apply to RFA (use `causal=True`).
+  - W: fixed (from projection_seed) in evaluation and decoding, redrawn per call in training when
+    redraw=True (see the module docstring for rngs, masks, dropout and the cache).
   """
 
   def __init__(self, num_heads: int, in_features: int, qkv_features: int | None = None,
-               out_features: int | None = None, in_kv_features: int | None = None, *,
+               out_features: int | None = None, num_kv_heads: int | None = None,
+               in_kv_features: int | None = None, *, dtype: Any = None,
+               param_dtype: Any = jnp.float32, broadcast_dropout: bool = True,
+               dropout_rate: float = 0.0, deterministic: bool | None = None, precision: Any = None,
+               kernel_init=default_kernel_init, out_kernel_init=None,
+               bias_init=initializers.zeros_init(), out_bias_init=None, use_bias: bool = True,
+               attention_fn=dot_product_attention, decode: bool | None = None,
+               normalize_qk: bool = False, qkv_promote_dtype=dtypes.promote_dtype,
+               out_promote_dtype=dtypes.promote_dtype, ln_promote_dtype=dtypes.promote_dtype,
+               qkv_dot_general=None, out_dot_general=None, qkv_dot_general_cls=None,
+               out_dot_general_cls=None, rngs: nnx.Rngs, keep_rngs: bool = True,
+               kernel_metadata: Mapping[str, Any] = _NO_METADATA,
+               out_kernel_metadata: Mapping[str, Any] = _NO_METADATA,
+               bias_metadata: Mapping[str, Any] = _NO_METADATA,
+               out_bias_metadata: Mapping[str, Any] = _NO_METADATA,
+               query_ln_scale_metadata: Mapping[str, Any] = _NO_METADATA,
+               key_ln_scale_metadata: Mapping[str, Any] = _NO_METADATA,
                num_features: int = 64, feature_map: str = "gaussian", causal: bool = False,
                gated: bool = False, chunk_size: int | None = None, redraw: bool = True,
-               orthogonal: bool = True, sigma_init: float = 1.0, dtype: Any = None,
-               param_dtype: Any = jnp.float32,
-               kernel_init=initializers.lecun_normal(), out_kernel_init=None,
-               bias_init=initializers.zeros_init(), out_bias_init=None, use_bias: bool = True,
-               deterministic: bool | None = None, decode: bool | None = None, rngs: nnx.Rngs):
-    qkv_features = qkv_features or in_features
+               orthogonal: bool = True, sigma_init: float = 1.0, projection_seed: int = 0):
+    if attention_fn is not dot_product_attention:
+      raise ValueError(f"attention_fn={attention_fn!r} cannot be used: RFA replaces the attention "
+                       "function with its linear-time kernel, which has no attention weights to hand "
+                       "to another function; drop attention_fn, or keep nnx.MultiHeadAttention")
+    qkv_features = in_features if qkv_features is None else qkv_features
+    num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
     if qkv_features % num_heads:
       raise ValueError(f"qkv_features={qkv_features} must be divisible by num_heads={num_heads}")
+    if num_heads % num_kv_heads:
+      raise ValueError(f"num_heads={num_heads} must be divisible by num_kv_heads={num_kv_heads}")
+    if not 0.0 <= dropout_rate < 1.0:
+      raise ValueError(f"dropout_rate={dropout_rate}; expected 0 <= dropout_rate < 1")
     if feature_map not in FEATURE_MAPS:
       raise ValueError(f"feature_map={feature_map!r}; expected one of {FEATURE_MAPS}")
     if gated and not causal:
       raise ValueError("gated=True needs causal=True: the gate is a recency bias of causal attention")
-    self.num_heads, self.in_features = num_heads, in_features
-    self.qkv_features = qkv_features
-    self.out_features = out_features or in_features
-    self.in_kv_features = in_kv_features or in_features
-    self.head_dim = qkv_features // num_heads
+    if not isinstance(projection_seed, (int, np.integer)):
+      raise ValueError(f"projection_seed={projection_seed!r}; expected a python int (it is part of "
+                       "the graph definition, not of the state)")
+    self.num_heads, self.in_features, self.qkv_features = num_heads, in_features, qkv_features
+    self.out_features = in_features if out_features is None else out_features
+    self.in_kv_features = in_features if in_kv_features is None else in_kv_features
+    self.num_kv_heads, self.head_dim = num_kv_heads, qkv_features // num_heads
+    self.dtype, self.param_dtype, self.precision, self.use_bias = dtype, param_dtype, precision, use_bias
+    self.broadcast_dropout, self.dropout_rate = broadcast_dropout, dropout_rate
+    self.deterministic, self.decode, self.normalize_qk = deterministic, decode, normalize_qk
     self.num_features, self.feature_map = num_features, feature_map
     self.causal, self.gated, self.chunk_size = causal, gated, chunk_size
-    self.redraw, self.orthogonal = redraw, orthogonal
-    self.dtype, self.deterministic, self.decode = dtype, deterministic, decode
+    self.redraw, self.orthogonal, self.projection_seed = redraw, orthogonal, int(projection_seed)
 
-    def dense(features_in, **kwargs):
-      return nnx.LinearGeneral(features_in, (num_heads, self.head_dim), dtype=dtype,
-                               param_dtype=param_dtype, kernel_init=kernel_init,
-                               bias_init=bias_init, use_bias=use_bias, rngs=rngs, **kwargs)
+    def linear(features_in, features_out, **kwargs):
+      return nnx.LinearGeneral(features_in, features_out, dtype=dtype, param_dtype=param_dtype,
+                               use_bias=use_bias, precision=precision, rngs=rngs, **kwargs)
 
-    self.query = dense(in_features)
-    self.key = dense(self.in_kv_features)
-    self.value = dense(self.in_kv_features)
-    self.out = nnx.LinearGeneral((num_heads, self.head_dim), self.out_features, axis=(-2, -1),
-                                 dtype=dtype, param_dtype=param_dtype,
-                                 kernel_init=out_kernel_init or kernel_init,
-                                 bias_init=out_bias_init or bias_init, use_bias=use_bias, rngs=rngs)
+    qkv = dict(kernel_init=kernel_init, bias_init=bias_init, promote_dtype=qkv_promote_dtype,
+               dot_general=qkv_dot_general, dot_general_cls=qkv_dot_general_cls,
+               kernel_metadata=kernel_metadata, bias_metadata=bias_metadata)
+    self.query = linear(in_features, (num_heads, self.head_dim), **qkv)
+    self.key = linear(self.in_kv_features, (num_kv_heads, self.head_dim), **qkv)
+    self.value = linear(self.in_kv_features, (num_kv_heads, self.head_dim), **qkv)
+    if normalize_qk:
+      def layer_norm(metadata):
+        return nnx.LayerNorm(self.head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype,
+                             promote_dtype=ln_promote_dtype, scale_metadata=metadata, rngs=rngs)
+      self.query_ln, self.key_ln = layer_norm(query_ln_scale_metadata), layer_norm(key_ln_scale_metadata)
+    else:
+      self.query_ln, self.key_ln = nnx.data(None), nnx.data(None)
+    self.out = linear((num_heads, self.head_dim), self.out_features, axis=(-2, -1),
+                      kernel_init=out_kernel_init or kernel_init,
+                      bias_init=out_bias_init or bias_init, promote_dtype=out_promote_dtype,
+                      dot_general=out_dot_general, dot_general_cls=out_dot_general_cls,
+                      kernel_metadata=out_kernel_metadata or kernel_metadata,
+                      bias_metadata=out_bias_metadata or bias_metadata)
     self.gate = (nnx.Linear(self.in_kv_features, num_heads, dtype=dtype, param_dtype=param_dtype,
-                            rngs=rngs) if gated else None)
+                            precision=precision, rngs=rngs) if gated else nnx.data(None))
     self.sigma = nnx.Param(jnp.full((num_heads,), sigma_init, param_dtype))
-    self.rngs = rngs["projection"].fork()
-    self.projection = RandomProjection(self._draw_projection(self.rngs()))
+    self.rngs = _stored_stream(rngs) if keep_rngs and (redraw or dropout_rate > 0) else None
+    self.cached_s, self.cached_z, self.cache_index = nnx.data(None), nnx.data(None), nnx.data(None)
+    self.cache_length = None
+
+  def evaluation_projection(self) -> jax.Array:
+    """The fixed W [heads, num_features, head_dim] of evaluation and decoding, from projection_seed
+    (computed once per configuration; a constant inside traced functions)."""
+    return _evaluation_projection(self.projection_seed, self.num_heads, self.num_features,
+                                  self.head_dim, self.orthogonal)
 
   def _draw_projection(self, key):
-    return random_projection(key, self.num_heads, self.num_features, self.head_dim,
-                             orthogonal=self.orthogonal)
+    return _random_projection(key, self.num_heads, self.num_features, self.head_dim,
+                              orthogonal=self.orthogonal)
 
   def init_cache(self, input_shape, dtype=jnp.float32):
-    """Creates the constant-size decode state for inputs [batch, ..., features]: S, z in float32
-    (`dtype` is accepted for `nnx.MultiHeadAttention` compatibility; the state stays float32)."""
+    """Creates the decode state for inputs (batch, max_length, features): zero S, z (float32; `dtype` is
+    accepted as in MHA) and cache_index 0."""
     del dtype
+    if len(input_shape) != 3:
+      raise ValueError(f"input_shape={tuple(input_shape)}; expected (batch, max_length, features)")
     state = init_decode_state(input_shape[0], self.num_heads,
                               feature_dim(self.num_features, self.feature_map), self.head_dim)
     self.cached_s, self.cached_z = nnx.Cache(state.s), nnx.Cache(state.z)
+    self.cache_index = nnx.Cache(jnp.array(0, jnp.int32))
+    self.cache_length = int(input_shape[1])
+
+  def set_view(self, deterministic: bool | None = None, decode: bool | None = None,
+               batch_size: int | tuple[int, ...] | None = None, max_length: int | None = None):
+    """Class method used by ``nnx.view``.
+
+    Args:
+      deterministic: if True, evaluation mode (fixed projection, no dropout).
+      decode: if True, decode mode (causal modules continue their cache).
+      batch_size: the batch size of the cache (created when decode=True and there is none yet).
+      max_length: the max length of the cache (see init_cache).
+    """
+    if deterministic is not None:
+      self.deterministic = deterministic
+    if decode is not None:
+      self.decode = decode
+    if decode and self.cached_s is None and (batch_size, max_length) != (None, None):
+      if batch_size is None or max_length is None:
+        raise ValueError(f"batch_size={batch_size}, max_length={max_length}: creating the cache "
+                         "needs both")
+      batch = batch_size if isinstance(batch_size, int) else tuple(batch_size)
+      if not isinstance(batch, int):
+        if len(batch) != 1:
+          raise ValueError(f"batch_size={batch_size}; RFAAttention takes one batch dimension")
+        batch = batch[0]
+      self.init_cache((batch, max_length, self.in_features))
 
   def __call__(self, inputs_q, inputs_k=None, inputs_v=None, *, mask=None,
-               deterministic: bool | None = None, decode: bool | None = None):
+               deterministic: bool | None = None, rngs=None, sow_weights: bool = False,
+               decode: bool | None = None, is_causal: bool = False, out_sharding=None,
+               qkv_sharding=None):
     """inputs_q: [batch, q_length, in_features]; inputs_k/v: [batch, kv_length, in_kv_features]
     (default: inputs_q, self attention). Returns [batch, q_length, out_features]."""
-    inputs_k = inputs_q if inputs_k is None else inputs_k
+    if inputs_k is None:
+      if inputs_v is not None:
+        raise ValueError("inputs_k is None but inputs_v is not: pass the keys as inputs_k (inputs_v "
+                         "defaults to inputs_k)")
+      inputs_k = inputs_q
     inputs_v = inputs_k if inputs_v is None else inputs_v
-    key_mask = _key_padding_mask(mask, inputs_k.shape[:2])
-    q, k, v = self.query(inputs_q), self.key(inputs_k), self.value(inputs_v)
+    if np.ndim(inputs_q) != 3 or inputs_q.shape[-1] != self.in_features:
+      raise ValueError(f"inputs_q has shape {np.shape(inputs_q)}; expected [batch, q_length, "
+                       f"in_features={self.in_features}]")
+    decode = _first(decode, self.decode, False)
+    causal = self.causal or bool(is_causal)
+    if causal and inputs_k.shape[1] != inputs_q.shape[1]:
+      raise ValueError(f"causal attention needs inputs_k of the length of inputs_q "
+                       f"({inputs_q.shape[1]}), got {inputs_k.shape[1]}; cross attention is not causal")
+    if decode and not causal:
+      raise ValueError("decode=True needs causal=True (a non-causal module has no decode cache); "
+                       "call cross attention with decode=False")
+    if decode and sow_weights:
+      raise ValueError("sow_weights=True is not available with decode=True: the cached keys are folded "
+                       "into the state and have no weights left")
+    training = not self._is_deterministic(deterministic)
+
+    q = self.query(inputs_q, out_sharding=qkv_sharding)
+    k = self.key(inputs_k, out_sharding=qkv_sharding)
+    v = self.value(inputs_v, out_sharding=qkv_sharding)
+    if self.normalize_qk:
+      q, k = self.query_ln(q), self.key_ln(k)
+    k, v = self._repeat_kv_heads(k), self._repeat_kv_heads(v)
     gate = jax.nn.sigmoid(self.gate(inputs_k).astype(jnp.float32)) if self.gated else None
+    key_mask, representable = self._read_mask(mask, q.shape, k.shape[1], decode, causal)
+    if training and self.dropout_rate > 0:
+      v = self._drop_values(v, self._next_key(rngs, "dropout"))
     options = dict(kind=self.feature_map, sigma=self.sigma[...].astype(jnp.float32))
-    if _first(decode, self.decode, False):
-      out = self._decode(q, k, v, gate, key_mask, options)
+
+    if decode:
+      projection = self.evaluation_projection()
+      out = self._decode(q, k, v, gate, key_mask, projection, options)
     else:
-      projection = self._projection(_first(deterministic, self.deterministic, True))
-      if self.causal:
+      projection = (self._draw_projection(self._next_key(rngs, "projection"))
+                    if training and self.redraw else self.evaluation_projection())
+      if causal:
         out = rfa(q, k, v, projection, causal=True, key_mask=key_mask, gate=gate,
                   chunk_size=self.chunk_size, **options)
       else:
         out = rfa_cross(q, k, v, projection, key_mask=key_mask, **options)
-    return self.out(out)
+    if sow_weights:
+      self.sow(nnx.Intermediate, "attention_weights",
+               rfa_weights(q, k, projection, causal=causal, key_mask=key_mask, gate=gate, **options))
+    if representable is not None:
+      out = jnp.where(representable[:, None, None, None], out, jnp.nan)
+    return self.out(out, out_sharding=out_sharding)
 
-  def _projection(self, deterministic):
-    if self.redraw and not deterministic:
-      return self._draw_projection(self.rngs())
-    return self.projection[...]
+  def _is_deterministic(self, deterministic):
+    value = _first(deterministic, self.deterministic, None)
+    if value is None and self.dropout_rate > 0:
+      raise ValueError("No `deterministic` argument was provided to RFAAttention (dropout_rate > 0) "
+                       "as a __call__ argument, a constructor argument, set_attributes or nnx.view")
+    return True if value is None else value
 
-  def _decode(self, q, k, v, gate, key_mask, options):
+  def _repeat_kv_heads(self, x):
+    """[B, L, num_kv_heads, d] -> [B, L, num_heads, d]; query head h uses kv head h // group."""
+    group = self.num_heads // self.num_kv_heads
+    return x if group == 1 else jnp.repeat(x, group, axis=2)
+
+  def _read_mask(self, mask, q_shape, kv_len, decode, causal):
+    if decode and mask is not None and self.cache_length is not None:
+      if np.shape(mask)[-1] == self.cache_length != kv_len:  # MHA decode convention: whole cache
+        mask = jax.lax.dynamic_slice_in_dim(jnp.asarray(mask), self.cache_index[...], kv_len, axis=-1)
+    shapes = dict(batch=q_shape[0], num_heads=self.num_heads, q_len=q_shape[1], kv_len=kv_len)
+    key_mask, representable = read_mask(mask, causal=causal, **shapes)
+    check_representable(mask, representable, causal=causal, **shapes)
+    return key_mask, representable
+
+  def _drop_values(self, v, key):
+    """v_j -> v_j m_j / (1 - p): whole key/value rows leave the numerator (see module docstring)."""
+    batch, length, heads, _ = v.shape
+    shape = (1, length, 1, 1) if self.broadcast_dropout else (batch, length, heads, 1)
+    keep = jax.random.bernoulli(key, 1.0 - self.dropout_rate, shape)
+    return jnp.where(keep, v / jnp.asarray(1.0 - self.dropout_rate, v.dtype), jnp.zeros_like(v))
+
+  def _next_key(self, rngs, purpose):
+    """A key for 'projection' (redraw) or 'dropout' from the call's rngs, else the module's stream."""
+    source = self.rngs if rngs is None else rngs
+    names = ("projection", "dropout", "default") if purpose == "projection" else ("dropout", "default")
+    if isinstance(source, nnx.Rngs):
+      for name in names:
+        if name in source:
+          return source[name]()
+      raise ValueError(f"rngs has no {' / '.join(map(repr, names))} stream for the {purpose} of "
+                       "RFAAttention in training")
+    if isinstance(source, nnx.RngStream):
+      return source()
+    if isinstance(source, jax.Array):
+      return jax.random.fold_in(source, 0 if purpose == "dropout" else 1)
+    need = ("fresh random features (redraw=True)" if purpose == "projection"
+            else f"attention dropout (dropout_rate={self.dropout_rate})")
+    raise ValueError(f"RFAAttention in training (deterministic=False) needs randomness for {need}, "
+                     "but has no rngs: pass rngs= at call (e.g. rngs=nnx.Rngs(dropout=key)), or build "
+                     "it with keep_rngs=True and an nnx.Rngs with a 'projection', 'dropout' or "
+                     "'default' stream, or set redraw=False / deterministic=True")
+
+  def _decode(self, q, k, v, gate, key_mask, projection, options):
     """Continues the cached state over the given tokens (one token: `decode_step`)."""
-    if not self.causal:
-      raise ValueError("decode=True needs causal=True")
-    if not hasattr(self, "cached_s"):
-      raise ValueError("decode=True needs a cache: call init_cache(input_shape) first")
-    state = init_decode_state(*self.cached_s.shape[:3], self.head_dim)._replace(
-        s=self.cached_s[...], z=self.cached_z[...])
-    projection = self.projection[...]
+    if self.cached_s is None:
+      raise ValueError("decode=True needs a cache: call init_cache((batch, max_length, features)) or "
+                       "nnx.view(model, decode=True, batch_size=..., max_length=...) first")
+    if self.cached_s.shape[0] != q.shape[0]:
+      raise ValueError(f"the cache holds batch {self.cached_s.shape[0]}, the inputs have batch "
+                       f"{q.shape[0]}; call init_cache with the inputs' batch size")
+    state = DecodeState(self.cached_s[...], self.cached_z[...])
     if q.shape[1] == 1 and key_mask is None:
       state, out = decode_step(state, q[:, 0], k[:, 0], v[:, 0], projection,
                                gate_t=None if gate is None else gate[:, 0], **options)
@@ -136,22 +341,29 @@ class RFAAttention(nnx.Module):
       state, out = prefill(state, q, k, v, projection, key_mask=key_mask, gate=gate,
                            chunk_size=self.chunk_size, **options)
     self.cached_s[...], self.cached_z[...] = state.s, state.z
+    self.cache_index[...] += q.shape[1]
     return out
 
 
+# One compiled program per shape (eagerly, the Gram-Schmidt steps would dispatch op by op).
+_random_projection = jax.jit(random_projection, static_argnums=(1, 2, 3),
+                             static_argnames=("orthogonal",))
+
+
+@functools.lru_cache(maxsize=64)
+def _evaluation_projection(seed, num_heads, num_features, head_dim, orthogonal):
+  with jax.ensure_compile_time_eval():
+    return _random_projection(jax.random.key(seed), num_heads, num_features, head_dim,
+                              orthogonal=orthogonal)
+
+
+def _stored_stream(rngs: nnx.Rngs):
+  """A fork of the first of the 'projection', 'dropout', 'default' streams of rngs, or None."""
+  for name in _STORED_STREAMS:
+    if name in rngs:
+      return rngs[name].fork()
+  return None
+
+
 def _first(*values):
-  return next(value for value in values if value is not None)
-
-
-def _key_padding_mask(mask, kv_shape):
-  """[batch, kv_length] or [batch, 1, 1, kv_length] bool -> [batch, kv_length] (or None)."""
-  if mask is None:
-    return None
-  batch, kv_length = kv_shape
-  if mask.shape == (batch, kv_length):
-    return mask.astype(bool)
-  if mask.ndim == 4 and mask.shape[1:3] == (1, 1) and mask.shape[-1] == kv_length:
-    return jnp.broadcast_to(mask[:, 0, 0], (batch, kv_length)).astype(bool)
-  raise ValueError(f"mask has shape {mask.shape}; RFA takes a key padding mask [batch={batch}, "
-                   f"kv_length={kv_length}] or [batch, 1, 1, kv_length] (False = padding). For causal "
-                   "masking construct RFAAttention(causal=True)")
+  return next((value for value in values if value is not None), None)
