@@ -1,7 +1,8 @@
 """ListOps (LRA): sequences of nested MIN/MAX/MED/SM operations, 10 classes.
 
-`--config=configs/listops.py:<attention>[,small]`. Without ListOps files in `data_dir`, a training run
-generates a dataset there with the LRA distribution (see `task_options`).
+`--config=configs/listops.py:<attention>[,small]`. `data_dir` is the LRA release (outer or inner
+`lra_release/`) or its `listops-1000/` folder; when it is empty or absent, a training run generates a
+dataset there with the LRA distribution (see `task_options`) and says so in its results.
 """
 
 from lra import config_lib
@@ -39,4 +40,5 @@ def get_config(arg=None):
   config.task_options.generate_eval = 2000
   config.task_options.min_length = 500
   config.task_options.max_length = 2000
+  config.task_options.generate_seed = 0  # the same data for every training seed
   return config_lib.apply_arg(config, arg, PRESETS)

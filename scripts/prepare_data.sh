@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Downloads and prepares the LRA data under DATA_DIR (default: data/), in the layout the configs expect:
-#   data/lra_release/{listops-1000,tsv_data,pathfinder32,pathfinder128}  (the LRA release, ~7 GB unpacked)
+# Downloads and prepares the LRA data under DATA_DIR (default: data/):
+#   data/lra_release/lra_release/{listops-1000,tsv_data,pathfinder32,pathfinder128}  (the LRA release as
+#   the tarball unpacks it, ~7 GB; --config.data_dir=data/lra_release, the inner folder or the task's
+#   own folder all work)
 #   data/tfds/{imdb_reviews,cifar10}                                       (array_record, read without TF)
 # Preparing the tfds datasets needs TensorFlow once; it goes into a separate venv (.venv-prepare) so the
 # training environment stays TensorFlow-free. Usage: scripts/prepare_data.sh [lra|tfds|all]
@@ -18,7 +20,7 @@ if [[ "$what" == lra || "$what" == all ]]; then
     tar xzf "$DATA_DIR/lra_release.gz" -C "$DATA_DIR"
     rm "$DATA_DIR/lra_release.gz"
   fi
-  echo "LRA release in $DATA_DIR/lra_release"
+  echo "LRA release in $DATA_DIR/lra_release: train with --config.data_dir=$DATA_DIR/lra_release"
 fi
 
 if [[ "$what" == tfds || "$what" == all ]]; then

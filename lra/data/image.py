@@ -38,6 +38,7 @@ def load(data_dir, *, max_length: int = SIDE * SIDE,
   sources.check_choice("validation", validation, sources.VALIDATION_CHOICES)
   train, test = (sources.MapSource(sources.tfds_source("cifar10", split, data_dir), _decode)
                  for split in ("train", "test"))
+  data = sources.tfds_provenance(train.source, "cifar10", data_dir)
   train, val = sources.train_validation(train, test, validation)
   return sources.TaskData(vocab_size=VOCAB_SIZE, num_classes=10, dual=False, has_padding=False,
-                          splits={"train": train, "validation": val, "test": test})
+                          splits={"train": train, "validation": val, "test": test}, data=data)

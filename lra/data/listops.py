@@ -1,7 +1,8 @@
 """ListOps (LRA): the value (0-9) of a nested expression of MIN, MAX, MED (median) and SM (sum
 modulo 10) over digits, e.g. `[MAX 2 9 [MIN 4 7 ] 0 ]` = 9.
 
-Files: `<data_dir>/listops-1000/basic_{train,val,test}.tsv`, header `Source\\tTarget`, one expression
+Files: `basic_{train,val,test}.tsv` in the release's `listops-1000/` folder, found under data_dir at
+any level (`sources.find_release_folder`), header `Source\\tTarget`, one expression
 per line as whitespace-separated tokens, in the LRA generator's form where every operator application
 is also bracketed by parentheses: `( ( ( [MIN 4 ) 7 ) ] )`.
 
@@ -9,12 +10,16 @@ Tokens have fixed ids (`VOCAB`), never built from the data. The parentheses repe
 the operators and `]` already give and triple the length, so by default they are dropped: sequences are
 then as long as the LRA generator counts them (500-2000, which `max_length` 2000 holds).
 
-`generate` writes new files of the same distribution and format, seeded.
+`generate` writes new files of the same distribution and format, seeded, with a `generator.json`
+beside them that records how; `prepare` generates only into an empty or absent data_dir and never
+stands in for files the user has.
 """
 
 import hashlib
+import json
 import os
 import random
+import shutil
 
 import numpy as np
 from absl import logging
@@ -30,7 +35,7 @@ HEADER = "Source\tTarget"
 SUBDIR = "listops-1000"
 HOW_TO_OBTAIN = (f"{sources.LRA_RELEASE}, or write new files with "
                  "`lra.data.listops.generate(data_dir, ...)` (`python -m lra.train` does so itself "
-                 "when data_dir has no ListOps files)")
+                 "when data_dir is empty or absent)")
 
 _OPERATOR_BYTES = tuple((op.encode(), bytes([1 + i])) for i, op in enumerate(OPERATORS))
 
@@ -49,13 +54,79 @@ def _byte_ids() -> np.ndarray:
 _BYTE_IDS = _byte_ids()
 
 
-def split_path(data_dir, split: str) -> str:
-  return os.path.join(data_dir, SUBDIR, SPLIT_FILES[split])
+GENERATOR_FILE = "generator.json"
+_PARTIAL = ".listops-1000.partial"  # where `generate` writes before renaming the folder into place
 
 
-def has_files(data_dir) -> bool:
-  """Whether data_dir holds any ListOps split file (load_task then reports any missing one)."""
-  return any(os.path.exists(split_path(data_dir, split)) for split in SPLIT_FILES)
+def find_folder(data_dir) -> str:
+  """The folder holding the ListOps split files: `<data_dir>/listops-1000`,
+  `<data_dir>/lra_release/listops-1000` or data_dir itself. MissingDataError if there is none."""
+  return sources.find_release_folder(data_dir, SUBDIR, SPLIT_FILES.values(), "ListOps files")
+
+
+def generation_options(*, generate_train: int, generate_eval: int, min_length: int,
+                       max_length: int, generate_seed: int) -> dict:
+  """The arguments of `generate` for the task options of a config."""
+  return dict(num_train=generate_train, num_val=generate_eval, num_test=generate_eval,
+              seed=generate_seed, min_length=min_length, max_length=max_length)
+
+
+def needs_generation(data_dir, options: dict) -> bool:
+  """Whether `prepare` would generate: no ListOps files under data_dir, and data_dir absent or empty.
+
+  Raises MissingDataError if data_dir holds other files (files in an unexpected place must not be
+  replaced by generated data), and ValueError if it holds a generated set made with other options.
+  """
+  try:
+    folder = find_folder(data_dir)
+  except sources.MissingDataError as error:
+    present = [] if not os.path.isdir(data_dir) else [
+        name for name in os.listdir(data_dir) if name != _PARTIAL]
+    if not present:
+      return True
+    raise sources.MissingDataError(
+        f"{error} data_dir holds other files ({', '.join(sorted(present)[:5])}), so no data is "
+        "generated in their place: point --config.data_dir at the folder with basic_train.tsv, "
+        "basic_val.tsv and basic_test.tsv (or a folder above it), or at an empty or absent "
+        "directory to generate a synthetic ListOps set there.") from None
+  recorded = read_generator_record(folder)
+  if recorded is not None and recorded != _record(options):
+    changed = sorted(k for k in set(recorded) | set(_record(options))
+                     if recorded.get(k) != _record(options).get(k))
+    raise ValueError(
+        f"{folder} holds ListOps data generated with other options ("
+        + ", ".join(f"{k}: {recorded.get(k)!r} there, {_record(options).get(k)!r} now"
+                    for k in changed)
+        + "); use another --config.data_dir, or the options it was generated with.")
+  return False
+
+
+def prepare(data_dir, options: dict) -> bool:
+  """Generates ListOps into `<data_dir>/listops-1000/` when `needs_generation`; returns whether it
+  did. `options`: `generation_options(...)`."""
+  if not needs_generation(data_dir, options):
+    return False
+  logging.warning("No ListOps files under %s (looked in listops-1000/, lra_release/listops-1000/ "
+                  "and the folder itself): GENERATING a synthetic ListOps set there with %s. "
+                  "Results on it are not results on the LRA release.", data_dir, options)
+  generate(data_dir, **options)
+  return True
+
+
+def read_generator_record(folder) -> dict | None:
+  path = os.path.join(folder, GENERATOR_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _record(options: dict) -> dict:
+  return {"generator": "lra.data.listops.generate", "max_depth": 10, "max_args": 10, **options}
+
+
+def split_path(folder, split: str) -> str:
+  return os.path.join(folder, SPLIT_FILES[split])
 
 
 def tokenize(source: str | bytes, parentheses: bool = False) -> np.ndarray:
@@ -114,9 +185,10 @@ def read_tsv(path, parentheses: bool = False) -> tuple[list[np.ndarray], np.ndar
 
 def load(data_dir, *, max_length: int, parentheses: bool = False) -> sources.TaskData:
   """The LRA ListOps splits (validation = basic_val.tsv), sequences truncated to max_length."""
+  folder = find_folder(data_dir)
   splits = {}
   for split in SPLIT_FILES:
-    path = split_path(data_dir, split)
+    path = split_path(folder, split)
     sequences, targets = read_tsv(path, parentheses)
     truncated = sum(len(s) > max_length for s in sequences)
     if truncated:
@@ -125,8 +197,12 @@ def load(data_dir, *, max_length: int, parentheses: bool = False) -> sources.Tas
     splits[split] = sources.SequenceSource(
         sources.Ragged(sequences), {"inputs": np.arange(len(sequences))}, targets,
         max_length=max_length, shift=0)
+  data = {"files": sources.file_records(split_path(folder, split) for split in SPLIT_FILES)}
+  generator = read_generator_record(folder)
+  if generator is not None:
+    data.update(generated=True, generator=generator)
   return sources.TaskData(vocab_size=len(VOCAB), num_classes=10, dual=False, has_padding=True,
-                          splits=splits)
+                          splits=splits, data=data)
 
 
 def evaluate(source: str) -> int:
@@ -211,22 +287,28 @@ def _tokens(tree, out: list[str]):
 def generate(directory, num_train: int, num_val: int, num_test: int, seed: int = 0,
              min_length: int = 500, max_length: int = 2000, max_depth: int = 10,
              max_args: int = 10):
-  """Writes `<directory>/listops-1000/basic_{train,val,test}.tsv` in the LRA format.
+  """Writes `<directory>/listops-1000/basic_{train,val,test}.tsv` in the LRA format, and
+  `generator.json` with these arguments.
 
   The LRA generator's distribution: trees of depth <= max_depth with 2..max_args arguments per
   operator, kept when min_length < length < max_length (length without parentheses) and distinct
-  from every earlier one. Deterministic given `seed`; files appear only once all are written.
+  from every earlier one. Deterministic given `seed`. The files are written in a hidden folder that
+  is renamed into place once complete, so an interrupted run leaves no partial set behind.
   """
   if not 0 <= min_length < max_length - 1:
     raise ValueError(f"min_length={min_length}, max_length={max_length}: expected "
                      "0 <= min_length < max_length - 1")
+  out_dir = os.path.join(directory, SUBDIR)
+  if os.path.exists(out_dir):
+    raise FileExistsError(f"{out_dir} exists; generate writes only a new ListOps folder")
+  partial = os.path.join(directory, _PARTIAL)
+  shutil.rmtree(partial, ignore_errors=True)
+  os.makedirs(partial)
   rng = random.Random(seed)
   seen = set()
-  out_dir = os.path.join(directory, SUBDIR)
-  os.makedirs(out_dir, exist_ok=True)
   counts = {"train": num_train, "validation": num_val, "test": num_test}
   for split, count in counts.items():
-    with open(split_path(directory, split) + ".tmp", "w") as f:
+    with open(split_path(partial, split), "w") as f:
       f.write(HEADER + "\n")
       written = 0
       while written < count:
@@ -243,5 +325,9 @@ def generate(directory, num_train: int, num_val: int, num_test: int, seed: int =
         f.write(f"{text}\t{_value(sample[0])}\n")
         written += 1
     logging.info("Generated %d ListOps %s examples.", count, split)
-  for split in counts:
-    os.replace(split_path(directory, split) + ".tmp", split_path(directory, split))
+  options = dict(num_train=num_train, num_val=num_val, num_test=num_test, seed=seed,
+                 min_length=min_length, max_length=max_length)
+  record = {**_record(options), "max_depth": max_depth, "max_args": max_args}
+  with open(os.path.join(partial, GENERATOR_FILE), "w") as f:
+    json.dump(record, f, indent=2)
+  os.rename(partial, out_dir)

@@ -1,7 +1,8 @@
 """Pathfinder (LRA): are the two dots joined by a dashed path? Pathfinder-32 (1024 pixels) and Path-X
 (pathfinder128, 16384 pixels), hard difficulty (curv_contour_length_14).
 
-Files: `<data_dir>/pathfinder{32,128}/curv_contour_length_14/metadata/*.npy`, which despite the name
+Files: `curv_contour_length_14/metadata/*.npy` in the release's `pathfinder{32,128}/` folder, found
+under data_dir at any level (`sources.find_release_folder`), which despite the name
 are text: one line per image, `<subdir> <filename> <n> <label> ...` separated by spaces, the image
 being `curv_contour_length_14/<subdir>/<filename>` (subdir like `imgs/43`), label 0 or 1.
 
@@ -29,7 +30,29 @@ FIELDS = "`<subdir> <filename> <n> <label>` separated by spaces"
 
 
 def difficulty_dir(data_dir, resolution: int) -> str:
-  return os.path.join(data_dir, f"pathfinder{resolution}", DIFFICULTY)
+  """`curv_contour_length_14` of `pathfinder<resolution>` under data_dir: `<data_dir>/pathfinder32`,
+  `<data_dir>/lra_release/pathfinder32` or data_dir itself being that folder."""
+  folder = sources.find_release_folder(data_dir, f"pathfinder{resolution}",
+                                       [os.path.join(DIFFICULTY, "metadata")],
+                                       f"Pathfinder-{resolution} files")
+  return os.path.join(folder, DIFFICULTY)
+
+
+def provenance(directory, paths: list[str]) -> dict:
+  """The metadata files with their SHA-256; the images (up to 200K) by count, total size and a
+  SHA-256 over their sorted relative paths and sizes."""
+  metadata_dir = os.path.join(directory, "metadata")
+  listing = hashlib.sha256()
+  total = 0
+  for path in sorted(paths):
+    size = os.path.getsize(os.path.join(directory, path))
+    total += size
+    listing.update(f"{path}\t{size}\n".encode())
+  return {"files": sources.file_records(sorted(os.path.join(metadata_dir, f)
+                                               for f in os.listdir(metadata_dir)
+                                               if f.endswith(".npy"))),
+          "images": {"directory": os.path.abspath(directory), "count": len(paths),
+                     "bytes": total, "sha256_of_paths_and_sizes": listing.hexdigest()}}
 
 
 def read_metadata(directory) -> tuple[list[str], list[int]]:
@@ -121,4 +144,4 @@ def load(data_dir, *, max_length: int, resolution: int = 32) -> sources.TaskData
     splits[split] = ImageFiles(directory, [paths[i] for i in indices],
                                np.asarray(labels, np.int32)[indices], resolution)
   return sources.TaskData(vocab_size=VOCAB_SIZE, num_classes=2, dual=False, has_padding=False,
-                          splits=splits)
+                          splits=splits, data=provenance(directory, paths))

@@ -2,7 +2,8 @@
 each other? Examples {"inputs1", "inputs2": int32 [max_length] (UTF-8 byte + 1, 0 = padding),
 "targets": 0 or 1}.
 
-Files: `<data_dir>/tsv_data/new_aan_pairs.{train,eval,test}.tsv`, no header, tab-separated
+Files: `new_aan_pairs.{train,eval,test}.tsv` in the release's `tsv_data/` folder, found under
+data_dir at any level (`sources.find_release_folder`), no header, tab-separated
 label (0/1, possibly written 0.0/1.0), id1, id2, text1, text2. Documents are truncated to max_length
 bytes when read and stored once however many pairs share them.
 """
@@ -20,8 +21,13 @@ SUBDIR = "tsv_data"
 FIELDS = "label, id1, id2, text1, text2"
 
 
-def split_path(data_dir, split: str) -> str:
-  return os.path.join(data_dir, SUBDIR, SPLIT_FILES[split])
+def find_folder(data_dir) -> str:
+  """`<data_dir>/tsv_data`, `<data_dir>/lra_release/tsv_data` or data_dir itself."""
+  return sources.find_release_folder(data_dir, SUBDIR, SPLIT_FILES.values(), "AAN pair files")
+
+
+def split_path(folder, split: str) -> str:
+  return os.path.join(folder, SPLIT_FILES[split])
 
 
 def _label(field: bytes):
@@ -62,11 +68,13 @@ def read_tsv(path, max_length: int) -> tuple[sources.Ragged, np.ndarray, np.ndar
 
 def load(data_dir, *, max_length: int) -> sources.TaskData:
   """The LRA AAN splits (validation = the eval file), max_length bytes per document."""
+  folder = find_folder(data_dir)
   splits = {}
   for split in SPLIT_FILES:
-    documents, rows, labels = read_tsv(split_path(data_dir, split), max_length)
+    documents, rows, labels = read_tsv(split_path(folder, split), max_length)
     splits[split] = sources.SequenceSource(
         documents, {"inputs1": rows[:, 0], "inputs2": rows[:, 1]}, labels,
         max_length=max_length, shift=1)
+  data = {"files": sources.file_records(split_path(folder, split) for split in SPLIT_FILES)}
   return sources.TaskData(vocab_size=VOCAB_SIZE, num_classes=2, dual=True, has_padding=True,
-                          splits=splits)
+                          splits=splits, data=data)

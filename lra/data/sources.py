@@ -5,14 +5,18 @@ A source has `__len__` and `__getitem__(index) -> dict` of numpy arrays (`inputs
 """
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 LRA_RELEASE = ("download https://storage.googleapis.com/long-range-arena/lra_release.gz, unpack it "
                "(tar xzf lra_release.gz) and point --config.data_dir at the unpacked lra_release/ "
-               "folder")
+               "folder (the outer one, the inner lra_release/lra_release/, or the task's own folder "
+               "all work)")
+RELEASE_DIR = "lra_release"  # the tarball nests the release as lra_release/lra_release/<task folder>
 
 
 class MissingDataError(FileNotFoundError):
@@ -40,13 +44,50 @@ class TaskData:
 
   `splits` maps "train", "validation" and "test" to sources. `has_padding`: token 0 is padding
   (ListOps, text, retrieval); False for the image tasks, where every token is a pixel value and the
-  mask is all True.
+  mask is all True. `data`: where the examples came from (results.json "data"): the files read
+  (`file_records`), or `generated: true` with the generator's options.
   """
   vocab_size: int
   num_classes: int
   dual: bool
   has_padding: bool
   splits: dict
+  data: dict
+
+
+def find_release_folder(data_dir, folder: str, markers: Iterable[str], what: str) -> str:
+  """The LRA release's `folder` (e.g. "listops-1000") under `data_dir`, which may be the outer
+  `lra_release/` of the tarball, the inner `lra_release/lra_release/`, or `folder` itself.
+
+  A candidate holds the folder when any of `markers` (paths relative to it) exists there; the reader
+  then reports any other missing file. Raises MissingDataError naming every place looked at, or
+  ValueError when two candidates both hold the folder.
+  """
+  candidates = [os.path.join(data_dir, folder), os.path.join(data_dir, RELEASE_DIR, folder), data_dir]
+  markers = list(markers)
+  found = [c for c in candidates if any(os.path.exists(os.path.join(c, m)) for m in markers)]
+  if len({os.path.realpath(c) for c in found}) > 1:
+    raise ValueError(f"data_dir={data_dir} holds {what} in more than one place: "
+                     f"{', '.join(found)}; point --config.data_dir at the one to use")
+  if not found:
+    looked = ", ".join(os.path.join(c, markers[0]) for c in candidates)
+    raise MissingDataError(f"no {what} under data_dir={data_dir}: looked for {looked}. To get "
+                           f"the data, {LRA_RELEASE}.")
+  return found[0]
+
+
+def sha256_file(path) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def file_records(paths: Iterable) -> list[dict]:
+  """[{"path": absolute path, "bytes": size, "sha256": hex digest}] of files read."""
+  return [{"path": os.path.abspath(p), "bytes": os.path.getsize(p), "sha256": sha256_file(p)}
+          for p in paths]
 
 
 class Ragged:
@@ -134,6 +175,20 @@ def train_validation(train, test, validation: str) -> tuple:
     return train, test
   held_out = np.arange(len(train)) % 10 == 0
   return Subset(train, np.flatnonzero(~held_out)), Subset(train, np.flatnonzero(held_out))
+
+
+def tfds_provenance(source, name: str, data_dir) -> dict:
+  """results.json "data" of a tensorflow-datasets source: name, version, and the prepared files."""
+  info = getattr(source, "dataset_info", None)
+  record = {"tfds": name, "data_dir": os.path.abspath(data_dir),
+            "version": str(info.version) if info is not None else None}
+  directory = getattr(info, "data_dir", None)
+  if directory and os.path.isdir(directory):
+    record["files"] = file_records(sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                                          if os.path.isfile(os.path.join(directory, f))))
+  else:
+    record["files"] = None  # e.g. tfds.testing.mock_data, which reads no files
+  return record
 
 
 def tfds_source(name: str, split: str, data_dir):

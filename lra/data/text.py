@@ -8,6 +8,7 @@ Two readers of the same data (25K train and 25K test reviews, label 0 = negative
 IMDb has no validation split: see `sources.train_validation` for the `validation` option.
 """
 
+import hashlib
 import os
 
 import numpy as np
@@ -53,6 +54,19 @@ def _aclimdb_source(data_dir, split: str, max_length: int) -> sources.SequenceSo
                                 max_length=max_length, shift=1)
 
 
+def _aclimdb_provenance(data_dir, splits: dict) -> dict:
+  """The folder, the review count per split, and a SHA-256 over every review's bytes and length in
+  the order read (50K files are summarised, not listed)."""
+  digest = hashlib.sha256()
+  for source in splits.values():
+    digest.update(source.sequences.offsets.astype("<i8").tobytes())
+    digest.update(source.sequences.values.tobytes())
+  return {"aclimdb": os.path.abspath(os.path.join(data_dir, "aclImdb")),
+          "reviews": {name: len(source) for name, source in splits.items()},
+          "bytes": int(sum(len(source.sequences.values) for source in splits.values())),
+          "sha256": digest.hexdigest()}
+
+
 def _tfds_source(data_dir, split: str, max_length: int) -> sources.MapSource:
   def decode(record):
     return {"inputs": encode(record["text"], max_length),
@@ -67,6 +81,10 @@ def load(data_dir, *, max_length: int, source: str = "tfds",
   sources.check_choice("source", source, readers)
   sources.check_choice("validation", validation, sources.VALIDATION_CHOICES)
   train, test = (readers[source](data_dir, split, max_length) for split in ("train", "test"))
+  if source == "tfds":
+    data = sources.tfds_provenance(train.source, "imdb_reviews", data_dir)
+  else:
+    data = _aclimdb_provenance(data_dir, {"train": train, "test": test})
   train, val = sources.train_validation(train, test, validation)
   return sources.TaskData(vocab_size=VOCAB_SIZE, num_classes=2, dual=False, has_padding=True,
-                          splits={"train": train, "validation": val, "test": test})
+                          splits={"train": train, "validation": val, "test": test}, data=data)

@@ -1,5 +1,7 @@
 """ListOps: fixed vocabulary, the official TSV format, the generator against the evaluator."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -96,18 +98,19 @@ def test_generator_is_seeded_and_its_labels_cover_all_digits(tmp_path):
   targets = [int(target) for _, target in _lines(tmp_path / "a" / "listops-1000" /
                                                  "basic_train.tsv")]
   assert set(targets) == set(range(10))
-  assert not list(tmp_path.glob("*/listops-1000/*.tmp"))
+  assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["listops-1000"]
+  assert json.loads((tmp_path / "a" / "listops-1000" / "generator.json").read_text())["seed"] == 0
 
 
-def test_has_files_and_no_generation_on_load(tmp_path):
-  assert not listops.has_files(tmp_path)
+def test_loading_never_generates(tmp_path):
   with pytest.raises(data.MissingDataError) as error:
     data.load_task("listops", data_dir=str(tmp_path), max_length=16)
   message = str(error.value)
-  assert "basic_train.tsv" in message and "lra_release.gz" in message and "generate" in message
-  assert not listops.has_files(tmp_path)
+  assert "basic_train.tsv" in message and "lra_release.gz" in message
+  assert list(tmp_path.iterdir()) == []
   write_listops_tsv(tmp_path / "listops-1000" / "basic_val.tsv", EXPRESSIONS)
-  assert listops.has_files(tmp_path)
+  with pytest.raises(data.MissingDataError, match="basic_train.tsv does not exist"):
+    data.load_task("listops", data_dir=str(tmp_path), max_length=16)
 
 
 @pytest.mark.parametrize("header, rows, where, expected", [
