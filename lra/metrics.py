@@ -40,11 +40,13 @@ class MetricsWriter:
       self._tensorboard = SummaryWriter(str(self.workdir / "tensorboard"))
 
   def truncate_after(self, step: int):
-    """Drops records past `step`: a resumed run replays them exactly from the checkpoint at `step`."""
+    """Drops records past `step`, which a resumed run replays exactly from the checkpoint at `step`,
+    and test records, which it writes again when it ends."""
     if not (self.active and self.path.exists()):
       return
     kept = [line for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
+            if line.strip() and json.loads(line)["step"] <= step
+            and json.loads(line)["split"] != "test"]
     tmp = self.path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, self.path)

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from lra import data as lra_data
-from lra import models, parallelism
+from lra import models, parallelism, run_record
 from lra.checkpoints import Checkpoints
 from lra.data import listops, pipeline
 from lra.metrics import (MetricsWriter, device_peak_memory_bytes, max_rss_bytes,
@@ -57,19 +57,16 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def load_data(config) -> lra_data.TaskData:
-  """The task's splits; for ListOps without files in data_dir, generates them there first."""
+  """The task's splits. ListOps is generated first when data_dir is empty or absent (never in place
+  of files that are there; see `listops.prepare`)."""
   options = dict(config.task_options)
   if config.task == "listops":
-    generation = {key: options.pop(key) for key in
-                  ("generate_train", "generate_eval", "min_length", "max_length") if key in options}
-    if not listops.has_files(config.data_dir):
-      if jax.process_index() == 0:
-        logging.info("No ListOps files in %s: generating them.", config.data_dir)
-        listops.generate(config.data_dir, num_train=generation["generate_train"],
-                         num_val=generation["generate_eval"], num_test=generation["generate_eval"],
-                         seed=config.seed, min_length=generation["min_length"],
-                         max_length=generation["max_length"])
-      multihost_utils.sync_global_devices("listops generated")
+    generation = listops.generation_options(**{
+        key: options.pop(key) for key in
+        ("generate_train", "generate_eval", "min_length", "max_length", "generate_seed")})
+    if listops.needs_generation(config.data_dir, generation) and jax.process_index() == 0:
+      listops.prepare(config.data_dir, generation)
+    multihost_utils.sync_global_devices("listops data ready")
   return lra_data.load_task(config.task, data_dir=config.data_dir, max_length=config.max_length,
                             **options)
 
@@ -194,7 +191,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = parallelism.data_mesh()
   parallelism.check_batch_size(config.batch_size, mesh)
+  run_record.check_config(workdir, config.to_dict(), write=jax.process_index() == 0)
   task = load_data(config)
+  run_record.check_data(workdir, task.data, write=jax.process_index() == 0)
 
   state, steps = init_training(config, mesh, vocab_size=task.vocab_size,
                                num_classes=task.num_classes, dual=task.dual,
@@ -215,6 +214,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     logging.info("%s is complete; nothing to do.", workdir)
     checkpoints.close()
     return json.loads((workdir / "results.json").read_text())
+  finished = workdir / "results.json"
+  if finished.exists() and jax.process_index() == 0:  # training on past a finished run
+    finished.rename(workdir / f"results.step{start_step}.json")
+    logging.info("Training on from step %d to %d; the results at step %d are kept in %s.",
+                 start_step, config.num_train_steps, start_step, f"results.step{start_step}.json")
   writer = MetricsWriter(workdir)
   writer.truncate_after(start_step)
 
@@ -284,7 +288,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
       peak_memory_source="device" if device_peak is not None else "xla_compiled_train_step",
       compiled_train_step_bytes=compiled_bytes, max_rss_bytes=max_rss_bytes(),
       num_parameters=int(num_params), num_devices=jax.device_count(),
-      num_processes=jax.process_count(), config=config.to_dict())
+      num_processes=jax.process_count(), data=task.data, config=config.to_dict())
   if jax.process_index() == 0:
     write_json_atomically(workdir / "results.json", results)
   checkpoints.close()
@@ -311,7 +315,22 @@ def _summary(config, results, workdir) -> str:
           f"validation step {results['best_step']})"
           + (f", {speed:.2f} steps/s" if speed is not None else "")
           + (f", peak memory {memory / 2**20:.1f} MiB" if memory is not None else "")
+          + f"; data: {describe_data(results['data'])}"
           + f"; results in {pathlib.Path(workdir) / 'results.json'}")
+
+
+def describe_data(data: dict) -> str:
+  """One phrase for the summary line: generated (with the seed), or the files read."""
+  if data.get("generated"):
+    generator = data.get("generator", {})
+    return f"GENERATED (seed {generator.get('seed')}, {generator.get('generator')})"
+  files = data.get("files") or []
+  if files:
+    folders = sorted({str(pathlib.Path(f["path"]).parent) for f in files})
+    return f"{len(files)} files read from {', '.join(folders)}"
+  if "tfds" in data:
+    return f"tensorflow-datasets {data['tfds']} {data.get('version')} in {data.get('data_dir')}"
+  return ", ".join(f"{key}={value}" for key, value in data.items() if not isinstance(value, dict))
 
 
 def main(argv):

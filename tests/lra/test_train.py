@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lra import config_lib, train
+import fixtures
+from lra import config_lib, run_record, train
+from lra.data import listops
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = {
@@ -141,12 +144,70 @@ def test_two_processes_as_two_hosts_give_the_single_host_results(reference_run, 
   assert multi["num_test_examples"] == results["num_test_examples"]
 
 
-def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(reference_run, tmp_path):
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(reference_run, tmp_path,
+                                                                   monkeypatch):
   root, _ = reference_run
-  config = tiny_config(root / "data", num_train_steps=4)
-  train.train_and_evaluate(config, tmp_path)
-  config = tiny_config(root / "data", num_train_steps=8, learning_rate=float("nan"))
+  schedule = train.learning_rate_schedule
+  monkeypatch.setattr(train, "learning_rate_schedule", lambda config: lambda step: jnp.where(
+      step >= 4, jnp.nan, schedule(config)(step)))  # the update after step 4 makes the model NaN
   with pytest.raises(train.TrainingDiverged, match="loss is nan by step 6"):
-    train.train_and_evaluate(config, tmp_path)
+    train.train_and_evaluate(tiny_config(root / "data"), tmp_path)
   latest = tmp_path / "checkpoints" / "latest"
   assert sorted(p.name for p in latest.iterdir() if p.name.isdigit()) == ["4"]
+  assert not (tmp_path / "results.json").exists()
+
+
+def test_results_say_where_the_data_came_from(reference_run):
+  root, results = reference_run
+  assert results["data"]["generated"] is True
+  assert results["data"]["generator"]["num_train"] == TINY["task_options.generate_train"]
+  assert [f["path"] for f in results["data"]["files"]] == [
+      str(root / "data" / "listops-1000" / name) for name in listops.SPLIT_FILES.values()]
+  assert "GENERATED (seed 0" in train.describe_data(results["data"])
+
+
+@pytest.mark.parametrize("overrides, differing", [
+    ({"model.emb_dim": 32, "model.qkv_dim": 32}, ["model.emb_dim: 16 in the workdir, 32 now",
+                                                  "model.qkv_dim: 16 in the workdir, 32 now"]),
+    ({"attention": "softmax"}, ["attention: 'rfa_gaussian' in the workdir, 'softmax' now"]),
+    ({"learning_rate": 0.01}, ["learning_rate: 0.05 in the workdir, 0.01 now"]),
+    ({"task_options.generate_seed": 3}, ["task_options.generate_seed: 0 in the workdir, 3 now"]),
+])
+def test_rerun_with_a_different_configuration_stops_before_any_work(reference_run, tmp_path,
+                                                                     overrides, differing):
+  root, _ = reference_run
+  work = tmp_path / "work"
+  train.train_and_evaluate(tiny_config(root / "data", num_train_steps=2), work)
+  before = {p: p.stat().st_mtime_ns for p in work.rglob("*")}
+  with pytest.raises(run_record.ConfigMismatch) as error:
+    train.train_and_evaluate(tiny_config(root / "data", num_train_steps=2, **overrides), work)
+  message = str(error.value)
+  for line in differing:
+    assert line in message
+  assert "new --workdir" in message and "num_train_steps" not in message
+  assert {p: p.stat().st_mtime_ns for p in work.rglob("*")} == before
+
+
+def test_rerun_may_train_on_and_change_logging_and_evaluation_frequency(reference_run, tmp_path):
+  root, results = reference_run
+  work = tmp_path / "work"
+  train.train_and_evaluate(tiny_config(root / "data", num_train_steps=4), work)
+  train.train_and_evaluate(tiny_config(root / "data", num_train_steps=8, log_every=2, eval_every=4,
+                                       checkpoint_every=4), work)
+  assert records(work) == records(root / "work")
+  assert json.loads((work / "results.step4.json").read_text())["best_step"] == 4
+
+
+def test_rerun_on_other_data_stops(reference_run, tmp_path):
+  root, _ = reference_run
+  work = tmp_path / "work"
+  train.train_and_evaluate(tiny_config(root / "data", num_train_steps=2), work)
+  other = tmp_path / "other"
+  fixtures.write_listops(other)
+  with pytest.raises(run_record.ConfigMismatch, match="different data set"):
+    train.train_and_evaluate(tiny_config(other, num_train_steps=2), work)
+  moved = tmp_path / "moved"  # the same files in another place are the same data
+  (moved / "listops-1000").mkdir(parents=True)
+  for path in (root / "data" / "listops-1000").iterdir():
+    (moved / "listops-1000" / path.name).write_bytes(path.read_bytes())
+  train.train_and_evaluate(tiny_config(moved, num_train_steps=2), work)
