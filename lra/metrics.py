@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import resource
+import subprocess
 import tempfile
 
 import jax
@@ -80,3 +81,17 @@ def device_peak_memory_bytes():
   """Peak bytes in use on device 0 where the backend reports it (GPU, TPU); None on CPU."""
   stats = jax.local_devices()[0].memory_stats() or {}
   return stats.get("peak_bytes_in_use")
+
+
+def git_commit() -> str | None:
+  """HEAD of the checkout this code runs from, with "+dirty" if tracked files differ; None outside
+  a git checkout."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                            check=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit + ("+dirty" if dirty else "")

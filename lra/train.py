@@ -26,7 +26,7 @@ from lra import data as lra_data
 from lra import models, parallelism, run_record
 from lra.checkpoints import Checkpoints
 from lra.data import listops, pipeline
-from lra.metrics import (MetricsWriter, device_peak_memory_bytes, max_rss_bytes,
+from lra.metrics import (MetricsWriter, device_peak_memory_bytes, git_commit, max_rss_bytes,
                          write_json_atomically)
 
 
@@ -288,6 +288,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
       peak_memory_source="device" if device_peak is not None else "xla_compiled_train_step",
       compiled_train_step_bytes=compiled_bytes, max_rss_bytes=max_rss_bytes(),
       num_parameters=int(num_params), num_devices=jax.device_count(),
+      platform=jax.devices()[0].platform, device_kind=jax.devices()[0].device_kind,
+      git_commit=git_commit(),
       num_processes=jax.process_count(), data=task.data, config=config.to_dict())
   if jax.process_index() == 0:
     write_json_atomically(workdir / "results.json", results)
