@@ -2,17 +2,23 @@
 
 Every mechanism is an `nnx.Module` built as
 
-    make(name, *, emb_dim, num_heads, qkv_dim, max_length, rngs, causal=False, **options)
+    make(name, *, emb_dim, num_heads, qkv_dim, max_length, rngs, causal=False, dtype="float32",
+         **options)
 
 and called as `module(x, mask)` with `x: [batch, length, emb_dim]` and `mask: [batch, length]` bool
 (False = padding), returning `[batch, length, emb_dim]`. Values at padded positions must not change the
-outputs at valid positions.
+outputs at valid positions. `dtype` ("float32" | "bfloat16") is the dtype of activations and matrix
+product inputs; parameters stay float32, and logits, softmax weights, feature sums and recurrent states
+are float32 in every mechanism.
 """
 
 import inspect
 from typing import Any, Callable
 
+import jax.numpy as jnp
 from flax import nnx
+
+DTYPES = ("float32", "bfloat16")
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {}
 
@@ -45,7 +51,7 @@ def default_options(name: str) -> dict[str, Any]:
   """The mechanism's own options (beyond the common arguments) with their defaults."""
   _load_builtin()
   _check_name(name)
-  common = {"self", "emb_dim", "num_heads", "qkv_dim", "max_length", "rngs", "causal"}
+  common = {"self", "emb_dim", "num_heads", "qkv_dim", "max_length", "rngs", "causal", "dtype"}
   builder = _REGISTRY[name]
   parameters = inspect.signature(
       builder.__init__ if inspect.isclass(builder) else builder).parameters.values()
@@ -58,12 +64,25 @@ def _check_name(name):
     raise ValueError(f"unknown attention {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
 
 
+def compute_dtype(dtype) -> jnp.dtype:
+  """The dtype of activations and matrix products: "float32" | "bfloat16" (or those jnp dtypes)."""
+  try:
+    name = jnp.dtype(dtype).name
+  except TypeError:
+    name = None
+  if name not in DTYPES:
+    raise ValueError(f"dtype={dtype!r}; expected one of {DTYPES} (parameters, optimiser state and "
+                     "losses are float32 either way)")
+  return jnp.dtype(name)
+
+
 def make(name: str, *, emb_dim: int, num_heads: int, qkv_dim: int, max_length: int,
-         rngs: nnx.Rngs, causal: bool = False, **options) -> nnx.Module:
+         rngs: nnx.Rngs, causal: bool = False, dtype="float32", **options) -> nnx.Module:
   """Builds the attention module registered under `name` (see the module docstring)."""
   _load_builtin()
   _check_name(name)
   if qkv_dim % num_heads:
     raise ValueError(f"qkv_dim={qkv_dim} must be divisible by num_heads={num_heads}")
   return _REGISTRY[name](emb_dim=emb_dim, num_heads=num_heads, qkv_dim=qkv_dim,
-                         max_length=max_length, rngs=rngs, causal=causal, **options)
+                         max_length=max_length, rngs=rngs, causal=causal,
+                         dtype=compute_dtype(dtype), **options)

@@ -17,6 +17,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   config.data_dir = f"data/{task}"
   config.attention = "rfa_gaussian"
   config.seed = 0
+  # Activations and matrix products: "float32" or "bfloat16". Parameters, optimiser state, losses and
+  # RFA's state stay float32 either way.
+  config.dtype = "float32"
   config.max_length = 1000
   config.batch_size = 32  # global, split across all devices and hosts
   config.num_train_steps = 5000

@@ -3,6 +3,11 @@
 Encoder: token embedding + positions (sinusoidal or learned) [+ CLS token], pre-LayerNorm blocks
 (attention, MLP, dropout), final LayerNorm, CLS or masked-mean pooling. Heads: a classifier, and a dual
 encoder for retrieval (shared towers, head on [x1, x2, x1 * x2, x1 - x2]).
+
+Mixed precision: `dtype` ("float32" | "bfloat16") is the dtype of activations and matrix products
+(embeddings, positions, LayerNorm outputs, every linear map and the attention's projections);
+parameters are float32 (`param_dtype`), LayerNorm statistics and mean pooling are float32, and the
+logits are cast to float32 before the loss (`lra.train`).
 """
 
 import jax
@@ -27,14 +32,15 @@ class EncoderBlock(nnx.Module):
   """x + Dropout(Attention(LN(x))), then x + Dropout(MLP(LN(x))). x: [B, L, emb_dim]."""
 
   def __init__(self, *, attention_name, attention_options, emb_dim, num_heads, qkv_dim, mlp_dim,
-               dropout_rate, max_length, causal, rngs):
-    self.attention_norm = nnx.LayerNorm(emb_dim, rngs=rngs)
+               dropout_rate, max_length, causal, dtype, rngs):
+    precision = dict(dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.attention_norm = nnx.LayerNorm(emb_dim, **precision)
     self.attention = attention.make(attention_name, emb_dim=emb_dim, num_heads=num_heads,
                                     qkv_dim=qkv_dim, max_length=max_length, causal=causal,
-                                    rngs=rngs, **attention_options)
-    self.mlp_norm = nnx.LayerNorm(emb_dim, rngs=rngs)
-    self.mlp_in = nnx.Linear(emb_dim, mlp_dim, rngs=rngs)
-    self.mlp_out = nnx.Linear(mlp_dim, emb_dim, rngs=rngs)
+                                    dtype=dtype, rngs=rngs, **attention_options)
+    self.mlp_norm = nnx.LayerNorm(emb_dim, **precision)
+    self.mlp_in = nnx.Linear(emb_dim, mlp_dim, **precision)
+    self.mlp_out = nnx.Linear(mlp_dim, emb_dim, **precision)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
   def __call__(self, x, mask):
@@ -48,14 +54,14 @@ class Encoder(nnx.Module):
 
   def __init__(self, *, vocab_size, max_length, num_layers, emb_dim, num_heads, qkv_dim, mlp_dim,
                dropout_rate, attention_name, attention_options, pooling="cls",
-               positions="sinusoidal", causal=False, rngs):
+               positions="sinusoidal", causal=False, dtype="float32", rngs):
     if pooling not in ("cls", "mean"):
       raise ValueError(f"pooling={pooling!r}; expected 'cls' or 'mean'")
     if positions not in ("sinusoidal", "learned"):
       raise ValueError(f"positions={positions!r}; expected 'sinusoidal' or 'learned'")
-    self.pooling = pooling
+    self.pooling, self.dtype = pooling, attention.compute_dtype(dtype)
     length = max_length + (pooling == "cls")
-    self.embed = nnx.Embed(vocab_size, emb_dim, rngs=rngs)
+    self.embed = nnx.Embed(vocab_size, emb_dim, dtype=self.dtype, param_dtype=jnp.float32, rngs=rngs)
     if positions == "learned":
       self.positions = nnx.Param(jax.random.normal(rngs.params(), (length, emb_dim)) * 0.02)
     else:
@@ -65,31 +71,34 @@ class Encoder(nnx.Module):
     self.blocks = nnx.List([
         EncoderBlock(attention_name=attention_name, attention_options=attention_options,
                      emb_dim=emb_dim, num_heads=num_heads, qkv_dim=qkv_dim, mlp_dim=mlp_dim,
-                     dropout_rate=dropout_rate, max_length=length, causal=causal, rngs=rngs)
+                     dropout_rate=dropout_rate, max_length=length, causal=causal,
+                     dtype=self.dtype, rngs=rngs)
         for _ in range(num_layers)])
-    self.final_norm = nnx.LayerNorm(emb_dim, rngs=rngs)
+    self.final_norm = nnx.LayerNorm(emb_dim, dtype=self.dtype, param_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, tokens, mask):
     x = self.embed(tokens)
     if self.cls is not None:
-      x = jnp.concatenate([jnp.broadcast_to(self.cls[...], (x.shape[0], 1, x.shape[2])), x], 1)
+      cls = jnp.broadcast_to(self.cls[...].astype(x.dtype), (x.shape[0], 1, x.shape[2]))
+      x = jnp.concatenate([cls, x], 1)
       mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], 1)
-    x = self.dropout(x + self.positions[...][:x.shape[1]])
+    x = self.dropout(x + self.positions[...][:x.shape[1]].astype(x.dtype))
     for block in self.blocks:
       x = block(x, mask)
     x = self.final_norm(x)
     if self.cls is not None:
       return x[:, 0]
-    weights = mask[..., None].astype(x.dtype)
+    weights = mask[..., None].astype(jnp.float32)
     return jnp.sum(x * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
 
 
 class ClassifierHead(nnx.Module):
   """[B, in_dim] -> Linear -> ReLU -> Linear -> logits [B, num_classes]."""
 
-  def __init__(self, in_dim, hidden_dim, num_classes, *, rngs):
-    self.hidden = nnx.Linear(in_dim, hidden_dim, rngs=rngs)
-    self.logits = nnx.Linear(hidden_dim, num_classes, rngs=rngs)
+  def __init__(self, in_dim, hidden_dim, num_classes, *, dtype=jnp.float32, rngs):
+    self.hidden = nnx.Linear(in_dim, hidden_dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.logits = nnx.Linear(hidden_dim, num_classes, dtype=dtype, param_dtype=jnp.float32,
+                             rngs=rngs)
 
   def __call__(self, x):
     return self.logits(jax.nn.relu(self.hidden(x)))
@@ -102,7 +111,8 @@ class Classifier(nnx.Module):
     self.padding_id = padding_id
     self.encoder = Encoder(rngs=rngs, **encoder_args)
     emb_dim = encoder_args["emb_dim"]
-    self.head = ClassifierHead(emb_dim, encoder_args["mlp_dim"], num_classes, rngs=rngs)
+    self.head = ClassifierHead(emb_dim, encoder_args["mlp_dim"], num_classes,
+                               dtype=self.encoder.dtype, rngs=rngs)
 
   def __call__(self, batch):
     return self.head(self.encoder(batch["inputs"], token_mask(batch["inputs"], self.padding_id)))
@@ -118,7 +128,8 @@ class DualEncoderClassifier(nnx.Module):
     self.padding_id = padding_id
     self.encoder = Encoder(rngs=rngs, **encoder_args)
     emb_dim = encoder_args["emb_dim"]
-    self.head = ClassifierHead(4 * emb_dim, encoder_args["mlp_dim"], num_classes, rngs=rngs)
+    self.head = ClassifierHead(4 * emb_dim, encoder_args["mlp_dim"], num_classes,
+                               dtype=self.encoder.dtype, rngs=rngs)
 
   def __call__(self, batch):
     x1, x2 = (self.encoder(batch[name], token_mask(batch[name], self.padding_id))

@@ -3,12 +3,15 @@ blocking helpers, global tokens, redrawable random state and option checks.
 
 Shapes: x: [B, L, emb_dim], mask: [B, L] bool (False = padding); per head q, k, v: [B, L, H, d] with
 d = qkv_dim / H. A mechanism subclasses `Attention` and writes only `attend(q, k, v, mask)`.
-Logits and softmax weights are float32; outputs have v's dtype.
+Mixed precision: parameters are float32; the projections compute in `dtype` (float32 or bfloat16), so
+q, k, v arrive in it. Logits, softmax weights, feature maps and feature sums are float32; weighted sums
+of values take the weights in v's dtype with float32 accumulation; outputs have v's dtype.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 
 MASKED_LOGIT = float(jnp.finfo(jnp.float32).min)
@@ -32,15 +35,17 @@ class Attention(nnx.Module):
   causal_unsupported: str | None = None
 
   def __init__(self, *, emb_dim: int, num_heads: int, qkv_dim: int, max_length: int,
-               rngs: nnx.Rngs, causal: bool = False):
+               rngs: nnx.Rngs, causal: bool = False, dtype=jnp.float32):
     if causal and self.causal_unsupported:
       raise NotImplementedError(
           f"{type(self).__name__} has no causal variant: {self.causal_unsupported}")
     self.num_heads, self.head_dim = num_heads, qkv_dim // num_heads
-    self.max_length, self.causal = max_length, causal
+    self.max_length, self.causal, self.dtype = max_length, causal, dtype
     for name in self.projections:
-      setattr(self, name, nnx.LinearGeneral(emb_dim, (num_heads, self.head_dim), rngs=rngs))
-    self.out = nnx.LinearGeneral((num_heads, self.head_dim), emb_dim, axis=(-2, -1), rngs=rngs)
+      setattr(self, name, nnx.LinearGeneral(emb_dim, (num_heads, self.head_dim), dtype=dtype,
+                                            param_dtype=jnp.float32, rngs=rngs))
+    self.out = nnx.LinearGeneral((num_heads, self.head_dim), emb_dim, axis=(-2, -1), dtype=dtype,
+                                 param_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     """x: [B, L, emb_dim], mask: [B, L] bool (False = padding) -> [B, L, emb_dim]."""
@@ -102,8 +107,10 @@ def logits(q, k):
 
 
 def mix(weights, v):
-  """weights: [..., H, Lq, Lk], v: [..., Lk, H, dv] -> sum_k weights v: [..., Lq, H, dv] float32."""
-  return jnp.einsum("...hqk,...khd->...qhd", weights, v.astype(jnp.float32))
+  """weights: [..., H, Lq, Lk], v: [..., Lk, H, dv] -> sum_k weights v: [..., Lq, H, dv] float32
+  (weights in v's dtype, float32 accumulation)."""
+  return jnp.einsum("...hqk,...khd->...qhd", weights.astype(v.dtype), v,
+                    preferred_element_type=jnp.float32)
 
 
 def masked_softmax(scores, visible):
@@ -129,6 +136,60 @@ def dot_product_attention(q, k, v, visible):
   """softmax(q k^T / sqrt(d)) v over the visible keys. q: [..., Lq, H, d], k, v: [..., Lk, H, *],
   visible broadcastable to [..., H, Lq, Lk] -> [..., Lq, H, dv]."""
   return mix(masked_softmax(logits(q, k), visible), v).astype(v.dtype)
+
+
+def fused_attention(q, k, v, mask, causal: bool, implementation: str | None = None):
+  """Exact softmax attention over the unpadded keys (j <= i when causal) through
+  `jax.nn.dot_product_attention`. q, k, v: [B, L, H, d], mask: [B, L] bool -> [B, L, H, d].
+
+  implementation None: cuDNN's fused flash attention where it applies (a CUDA GPU, bfloat16/float16,
+  head_dim a multiple of 8 up to 128), else XLA's. "xla" | "cudnn" force one. A query that sees no
+  key outputs 0. XLA takes the key mask as a boolean mask; cuDNN takes key lengths instead (its
+  boolean masks are materialised [T, S] biases), so the unpadded tokens are first moved to the front
+  of each row in order (`compact_attention`), which keeps every valid query's result exact for any
+  mask. Outputs at padded positions are those of the reference for trailing padding.
+  """
+  if implementation is None:
+    implementation = "cudnn" if cudnn_applies(q) else "xla"
+  if implementation == "cudnn":
+    try:
+      return compact_attention(q, k, v, mask, causal, "cudnn")
+    except (NotImplementedError, RuntimeError, ValueError) as error:  # raised while tracing
+      logging.warning("cuDNN attention does not apply (%s); using XLA's", error)
+  elif implementation != "xla":
+    raise ValueError(f"implementation={implementation!r}; expected None, 'xla' or 'cudnn'")
+  if causal:
+    sees_a_key = jnp.cumsum(mask, 1) > 0  # [B, L]
+  else:
+    sees_a_key = jnp.broadcast_to(jnp.any(mask, 1, keepdims=True), mask.shape)
+  out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], is_causal=causal,
+                                     implementation="xla")
+  return jnp.where(sees_a_key[:, :, None, None], out, 0).astype(v.dtype)
+
+
+def compact_attention(q, k, v, mask, causal: bool, implementation: str):
+  """`fused_attention` through key lengths: a stable reorder puts each row's unpadded tokens first
+  (keys and values; queries too when causal, which keeps the causal order among valid tokens), then
+  `key_value_seq_lengths` hides the rest, and causal outputs go back to their positions."""
+  order = jnp.argsort(~mask, axis=1, stable=True)  # [B, L]: valid positions first, in order
+  count = jnp.sum(mask, 1, dtype=jnp.int32)
+  gather = lambda x: jnp.take_along_axis(x, order[:, :, None, None], axis=1)
+  k, v = gather(k), gather(v)
+  if causal:
+    q = gather(q)
+  out = jax.nn.dot_product_attention(q, k, v, is_causal=causal,
+                                     key_value_seq_lengths=jnp.maximum(count, 1),
+                                     implementation=implementation)
+  if causal:
+    out = jnp.take_along_axis(out, jnp.argsort(order, axis=1)[:, :, None, None], axis=1)
+  return jnp.where((count > 0)[:, None, None, None], out, 0).astype(v.dtype)
+
+
+def cudnn_applies(q) -> bool:
+  """Whether cuDNN's flash attention takes these queries: CUDA GPU, bfloat16 or float16, head_dim
+  a multiple of 8 up to 128 (the limits of jax.nn.dot_product_attention's cuDNN path)."""
+  return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+          and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128)
 
 
 def key_visibility(mask, causal: bool, query_positions=None):

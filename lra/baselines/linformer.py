@@ -30,7 +30,7 @@ class LinformerAttention(Attention):
   def attend(self, q, k, v, mask):
     length = q.shape[1]
     self.check_length(length)
-    projection = self.projection[...][:length]
+    projection = self.projection[...][:length].astype(k.dtype)
     keep = mask[:, :, None, None]
     k, v = (jnp.einsum("blhd,lr->brhd", jnp.where(keep, x, 0), projection) for x in (k, v))
     return dot_product_attention(q, k, v, True)

@@ -71,8 +71,8 @@ class ReformerAttention(Attention):
     is_self = to_blocks(positions, chunk)[..., None] == look_back(positions)[..., None, :]
     scores = jnp.where(is_self, SELF_LOGIT, scores)
     visible = look_back(valid)[:, :, None, :]
-    out = jnp.einsum("nmqk,nmkd->nmqd", masked_softmax(scores, visible),
-                     look_back(sv).astype(jnp.float32))
+    out = jnp.einsum("nmqk,nmkd->nmqd", masked_softmax(scores, visible).astype(sv.dtype),
+                     look_back(sv), preferred_element_type=jnp.float32)
     lse = jax.nn.logsumexp(jnp.where(visible, scores, MASKED_LOGIT), -1)
     undo = jnp.argsort(order, -1)
     out = jnp.take_along_axis(from_blocks(out, total), undo[..., None], 1)

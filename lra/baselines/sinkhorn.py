@@ -45,7 +45,7 @@ class SinkhornAttention(Attention):
     self.sinkhorn_iterations = integer("sinkhorn_iterations", sinkhorn_iterations, minimum=0)
     self.temperature = positive_number("temperature", temperature)
     self.sort = nnx.Linear(self.head_dim, -(-self.max_length // self.block_size),
-                           rngs=common["rngs"])
+                           dtype=self.dtype, param_dtype=jnp.float32, rngs=common["rngs"])
 
   def attend(self, q, k, v, mask):
     length = q.shape[1]
@@ -55,7 +55,7 @@ class SinkhornAttention(Attention):
     qb, kb, vb, mb = (to_blocks(x, size)
                       for x in (q, jnp.where(keep, k, 0), jnp.where(keep, v, 0), mask))
     num_blocks = qb.shape[1]
-    sort_logits = self.sort(jnp.sum(kb, 2))[..., :num_blocks]  # [B, N, H, N]
+    sort_logits = self.sort(jnp.sum(kb, 2))[..., :num_blocks].astype(jnp.float32)  # [B, N, H, N]
     permutation = sinkhorn(jnp.moveaxis(sort_logits, 2, 1) / self.temperature,
                            self.sinkhorn_iterations)  # [B, H, N, N]
     ks, vs = (jnp.einsum("bhnm,bmchd->bnchd", permutation, x) for x in (kb, vb))

@@ -93,6 +93,7 @@ class SparseAttention(Attention):
 
     def combine(w):
       return (mix(w[0], neighbours(vb, offsets))
-              + jnp.einsum("bnhrm,bmrhd->bnrhd", w[1], vb.astype(jnp.float32)))
+              + jnp.einsum("bnhrm,bmrhd->bnrhd", w[1].astype(vb.dtype), vb,
+                           preferred_element_type=jnp.float32))
 
     return scores, [near, column], combine

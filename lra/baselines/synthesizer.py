@@ -41,7 +41,9 @@ class SynthesizerAttention(Attention):
     if self.variant == "random":
       scores = self.logits[...][None, :, :length, :length]  # [1, H, L, L]
     else:
-      scores = (jnp.einsum("blhd,hdm->bhlm", jax.nn.relu(q), self.kernel[...][..., :length])
+      scores = (jnp.einsum("blhd,hdm->bhlm", jax.nn.relu(q),
+                           self.kernel[...][..., :length].astype(q.dtype),
+                           preferred_element_type=jnp.float32)
                 + self.bias[...][None, :, None, :length])
     weights = masked_softmax(scores.astype(jnp.float32), key_visibility(mask, self.causal))
     return mix(weights, v).astype(v.dtype)
