@@ -166,6 +166,19 @@ def test_results_say_where_the_data_came_from(reference_run):
   assert "GENERATED (seed 0" in train.describe_data(results["data"])
 
 
+@pytest.fixture(scope="module")
+def short_run(reference_run, tmp_path_factory):
+  """A finished 2-step run that the re-run tests below try to continue."""
+  root, _ = reference_run
+  work = tmp_path_factory.mktemp("short") / "work"
+  train.train_and_evaluate(tiny_config(root / "data", num_train_steps=2), work)
+  return work
+
+
+def _snapshot(work):
+  return {p: p.stat().st_mtime_ns for p in work.rglob("*")}
+
+
 @pytest.mark.parametrize("overrides, differing", [
     ({"model.emb_dim": 32, "model.qkv_dim": 32}, ["model.emb_dim: 16 in the workdir, 32 now",
                                                   "model.qkv_dim: 16 in the workdir, 32 now"]),
@@ -173,19 +186,33 @@ def test_results_say_where_the_data_came_from(reference_run):
     ({"learning_rate": 0.01}, ["learning_rate: 0.05 in the workdir, 0.01 now"]),
     ({"task_options.generate_seed": 3}, ["task_options.generate_seed: 0 in the workdir, 3 now"]),
 ])
-def test_rerun_with_a_different_configuration_stops_before_any_work(reference_run, tmp_path,
+def test_rerun_with_a_different_configuration_stops_before_any_work(reference_run, short_run,
                                                                      overrides, differing):
   root, _ = reference_run
-  work = tmp_path / "work"
-  train.train_and_evaluate(tiny_config(root / "data", num_train_steps=2), work)
-  before = {p: p.stat().st_mtime_ns for p in work.rglob("*")}
+  before = _snapshot(short_run)
   with pytest.raises(run_record.ConfigMismatch) as error:
-    train.train_and_evaluate(tiny_config(root / "data", num_train_steps=2, **overrides), work)
+    train.train_and_evaluate(tiny_config(root / "data", num_train_steps=2, **overrides), short_run)
   message = str(error.value)
   for line in differing:
     assert line in message
   assert "new --workdir" in message and "num_train_steps" not in message
-  assert {p: p.stat().st_mtime_ns for p in work.rglob("*")} == before
+  assert _snapshot(short_run) == before
+
+
+def test_rerun_on_other_data_stops(reference_run, short_run, tmp_path):
+  root, _ = reference_run
+  before = _snapshot(short_run)
+  other = tmp_path / "other"
+  fixtures.write_listops(other)
+  with pytest.raises(run_record.ConfigMismatch, match="different data set"):
+    train.train_and_evaluate(tiny_config(other, num_train_steps=2), short_run)
+  moved = tmp_path / "moved"  # the same files in another place are the same data
+  (moved / "listops-1000").mkdir(parents=True)
+  for path in (root / "data" / "listops-1000").iterdir():
+    (moved / "listops-1000" / path.name).write_bytes(path.read_bytes())
+  results = json.loads((short_run / "results.json").read_text())
+  assert train.train_and_evaluate(tiny_config(moved, num_train_steps=2), short_run) == results
+  assert _snapshot(short_run) == before
 
 
 def test_rerun_may_train_on_and_change_logging_and_evaluation_frequency(reference_run, tmp_path):
@@ -196,18 +223,3 @@ def test_rerun_may_train_on_and_change_logging_and_evaluation_frequency(referenc
                                        checkpoint_every=4), work)
   assert records(work) == records(root / "work")
   assert json.loads((work / "results.step4.json").read_text())["best_step"] == 4
-
-
-def test_rerun_on_other_data_stops(reference_run, tmp_path):
-  root, _ = reference_run
-  work = tmp_path / "work"
-  train.train_and_evaluate(tiny_config(root / "data", num_train_steps=2), work)
-  other = tmp_path / "other"
-  fixtures.write_listops(other)
-  with pytest.raises(run_record.ConfigMismatch, match="different data set"):
-    train.train_and_evaluate(tiny_config(other, num_train_steps=2), work)
-  moved = tmp_path / "moved"  # the same files in another place are the same data
-  (moved / "listops-1000").mkdir(parents=True)
-  for path in (root / "data" / "listops-1000").iterdir():
-    (moved / "listops-1000" / path.name).write_bytes(path.read_bytes())
-  train.train_and_evaluate(tiny_config(moved, num_train_steps=2), work)
