@@ -135,6 +135,29 @@ def test_decode_cache_reproduces_the_causal_forward():
     assert module.cached_s.shape == (B, H, 2 * 64, E // H)
 
 
+def test_training_segments_carry_the_cache_with_gradients_inside_each_segment():
+  module, x = _module(causal=True, gated=True, keep_rngs=False), _x(length=10)
+  full = module(x)
+  module.set_attributes(decode=True)
+  module.init_cache((B, 5, E))
+  graphdef, params, cache = nnx.split(module, nnx.Param, nnx.Cache)
+
+  @jax.jit
+  def segment(params, cache, x):
+    def loss(params, cache):
+      model = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, cache))  # Variables of this trace
+      out = model(x)
+      return jnp.sum(out ** 2), (out, nnx.state(model, nnx.Cache))
+    (_, (out, cache_out)), grads = jax.value_and_grad(loss, has_aux=True)(params, cache)
+    return out, jax.lax.stop_gradient(cache_out), grads
+
+  first, cache, _ = segment(params, cache, x[:, :5])
+  second, cache, grads = segment(params, cache, x[:, 5:])
+  np.testing.assert_allclose(jnp.concatenate([first, second], 1), full, atol=1e-5)
+  assert int(cache["cache_index"][...]) == 10
+  assert float(jnp.abs(grads["gate"]["kernel"][...]).sum()) > 0
+
+
 def test_decode_masks_in_the_multi_head_attention_convention():
   module, x, padding = _module(causal=True), _x(), _padding()
   full = module(x, mask=padding)
@@ -267,7 +290,7 @@ def test_bfloat16_compute():
 
 def test_rfa_weights_sum_to_one_over_visible_keys():
   q = jax.random.normal(jax.random.PRNGKey(0), (1, 5, 2, 4))
-  projection = rfa_jax.random_projection(jax.random.PRNGKey(1), 2, 256, 4)
+  projection = rfa_jax.random_projection(jax.random.PRNGKey(1), 2, 256, 4, orthogonal=False)
   weights = rfa_weights(q, q, projection, causal=True)
   np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-4)
   assert float(jnp.abs(jnp.triu(weights, 1)).max()) == 0.0
