@@ -1,0 +1,1 @@
+"""Studies: scripted experiments over the harness that write their own tables and plots."""

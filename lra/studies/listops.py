@@ -1,0 +1,435 @@
+"""Why RFA does not learn ListOps: learning curves of attention variants, with probes of the attention.
+
+    python -m lra.studies.listops [--variants=all|name,...] [--steps=800] [--out=DIR] [--quick]
+
+Every variant trains the `small` ListOps model of configs/listops.py (2 layers, emb 64, 4 heads) on
+generated expressions of 64-256 tokens (`data/listops_64_256`, generated on first use) with the
+harness's own model, optimiser and jitted steps (`lra.train.init_training`), one variant after the
+other. Every `--measure-every` steps it records the validation loss and accuracy and, on one fixed
+validation batch with the evaluation model, probes each attention layer:
+
+- RFA: sigma per head; the exact softmax weights that the layer's q, k and sigma ask for (logits
+  sigma^2 q^ . k^; the arc-cosine kernel's own weights for rfa_arccos): their entropy over the
+  unpadded keys normalised by log(keys) (1 = uniform) and their mean largest weight; the L1 distance
+  of RFA's implicit weight rows (`rfa_jax.weights.rfa_weights`) from them (2 = disjoint); the raw
+  denominators phi(q) . z: fraction <= DENOMINATOR_FLOOR, fraction < 1, fraction < 0, median.
+- softmax: the entropy and largest weight of its attention.
+
+Variants that change the denominator rule replace `rfa_jax.attention.normalize` while the variant
+is traced (the library is not changed): `clamp1` divides by max(d, 1) as the official RFA code does;
+`rms` drops the denominator and divides the numerator phi(q)^T S by its root mean square over the
+value dimension. `sigma_lr*` scale the optimiser's updates of sigma. Per-dimension sigma (the
+official code's) is not a variant: the library learns one sigma per head, and the estimator's failure
+depends on the scale of sigma q^ . sigma k^, which a per-dimension sigma grows in the same way.
+
+Each variant's record is written to DIR/runs/<variant>.json as soon as it is done and reused by
+later invocations (delete it to rerun); DIR/results.{json,md} and DIR/learning_curves.png and
+DIR/probes.png are rewritten from all records at the end.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import rfa_jax
+import rfa_jax.attention
+import rfa_jax.module
+from lra import config_lib, parallelism
+from lra import train as train_lib
+from lra.baselines import softmax as softmax_baseline
+from lra.data import pipeline
+from lra.metrics import git_commit, write_json_atomically
+from rfa_jax.random_features import arccos_kernel, l2_normalize, query_key_features
+from rfa_jax.weights import rfa_weights
+
+CONFIG_FILE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "listops.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  attention: str
+  description: str
+  overrides: tuple = ()  # (dotted config key, value) pairs on top of the study's base config
+  denominator: str = "floor"  # "floor" (the library's rule), "clamp1" or "rms"
+  sigma_lr_scale: float = 1.0
+
+
+_RFA = "rfa_gaussian"
+VARIANTS = {
+    "softmax": Variant("softmax", "exact softmax attention"),
+    "linear": Variant("linear", "linear attention, elu + 1 features"),
+    "performer": Variant("performer", "FAVOR+ positive random features (64)"),
+    "rfa_gaussian": Variant(_RFA, "RFA sin/cos, the harness default: sigma 1 per head learned, "
+                            "1e-6 floor, redraw, 64 features, lr 0.05 rsqrt, CLS"),
+    "rfa_arccos": Variant("rfa_arccos", "RFA relu features (arc-cosine kernel)"),
+    "sigma_init_0.5": Variant(_RFA, "sigma initialised to 0.5",
+                              (("model.attention_options.sigma_init", 0.5),)),
+    "sigma_init_2": Variant(_RFA, "sigma initialised to 2", (("model.attention_options.sigma_init", 2.0),)),
+    "sigma_frozen": Variant(_RFA, "sigma fixed at 1 (no updates)", sigma_lr_scale=0.0),
+    "sigma_lr_x10": Variant(_RFA, "sigma's updates x10", sigma_lr_scale=10.0),
+    "clamp1": Variant(_RFA, "denominator max(d, 1) (official RFA code)", denominator="clamp1"),
+    "rms": Variant(_RFA, "no denominator: numerator / rms(numerator)", denominator="rms"),
+    "fixed_features": Variant(_RFA, "one fixed projection (no redraw)",
+                              (("model.attention_options.redraw", False),)),
+    "features_256": Variant(_RFA, "256 random features", (("model.attention_options.num_features", 256),)),
+    "adam_1e-3_cosine": Variant(_RFA, "lr 1e-3, cosine decay",
+                                (("learning_rate", 1e-3), ("schedule", "cosine"))),
+    "softmax_1e-3_cosine": Variant("softmax", "softmax, lr 1e-3, cosine decay",
+                                   (("learning_rate", 1e-3), ("schedule", "cosine"))),
+    "mean_pooling": Variant(_RFA, "mean pooling instead of CLS", (("model.pooling", "mean"),)),
+}
+
+
+def base_overrides(steps: int, quick: bool) -> dict:
+  """The study's config on top of the `small` preset: 64-256-token expressions, `steps` steps."""
+  if quick:
+    return {"data_dir": "data/listops_study_quick", "max_length": 32, "batch_size": 8,
+            "task_options.min_length": 8, "task_options.max_length": 32,
+            "task_options.generate_train": 64, "task_options.generate_eval": 16,
+            "model.num_layers": 1, "model.emb_dim": 16, "model.qkv_dim": 16, "model.mlp_dim": 16,
+            "model.num_heads": 2, "num_train_steps": steps, "warmup_steps": 2}
+  return {"data_dir": "data/listops_64_256", "max_length": 256,
+          "task_options.min_length": 64, "task_options.max_length": 256,
+          "task_options.generate_train": 20000, "task_options.generate_eval": 500,
+          "num_train_steps": steps}
+
+
+def make_config(variant: Variant, steps: int, quick: bool, data_root: str | None = None):
+  config = config_lib.load(str(CONFIG_FILE), f"{variant.attention},small")
+  for key, value in [*base_overrides(steps, quick).items(), *variant.overrides]:
+    target = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  if data_root is not None:
+    config.data_dir = str(pathlib.Path(data_root) / pathlib.Path(config.data_dir).name)
+  return config
+
+
+# --- denominator rules and the sigma learning rate, patched in while a variant is traced ----------
+
+def _clamp1(numerator, denominator):
+  return numerator / jnp.maximum(denominator, 1.0)[..., None]
+
+
+def _rms(numerator, denominator):
+  del denominator
+  return numerator * jax.lax.rsqrt(jnp.mean(jnp.square(numerator), -1, keepdims=True) + 1e-6)
+
+
+_RULES = {"clamp1": _clamp1, "rms": _rms}
+
+
+def _scaled_sigma_optimizer(scale):
+  def make_optimizer(config):
+    base = _ORIGINAL_MAKE_OPTIMIZER(config)
+    is_sigma = lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: "sigma" in jax.tree_util.keystr(path), params)
+    return optax.chain(base, optax.masked(optax.scale(scale), is_sigma))
+  return make_optimizer
+
+
+_ORIGINAL_MAKE_OPTIMIZER = train_lib.make_optimizer
+
+
+@contextlib.contextmanager
+def patched(variant: Variant):
+  """Applies the variant's denominator rule and sigma learning rate; restores them on exit."""
+  saved = rfa_jax.attention.normalize, train_lib.make_optimizer
+  if variant.denominator != "floor":
+    rfa_jax.attention.normalize = _RULES[variant.denominator]
+  if variant.sigma_lr_scale != 1.0:
+    train_lib.make_optimizer = _scaled_sigma_optimizer(variant.sigma_lr_scale)
+  try:
+    yield
+  finally:
+    rfa_jax.attention.normalize, train_lib.make_optimizer = saved
+
+
+# --- probes --------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def recording_attention_inputs():
+  """Yields a list that collects (kind, arguments) of every non-causal RFA and softmax attention call."""
+  calls = []
+  rfa_cross, fused = rfa_jax.module.rfa_cross, softmax_baseline.fused_attention
+
+  def record_rfa(q, k, v, projection, **options):
+    calls.append(("rfa", dict(q=q, k=k, projection=projection, **options)))
+    return rfa_cross(q, k, v, projection, **options)
+
+  def record_softmax(q, k, v, mask, causal, *args, **kwargs):
+    calls.append(("softmax", dict(q=q, k=k, key_mask=mask)))
+    return fused(q, k, v, mask, causal, *args, **kwargs)
+
+  rfa_jax.module.rfa_cross, softmax_baseline.fused_attention = record_rfa, record_softmax
+  try:
+    yield calls
+  finally:
+    rfa_jax.module.rfa_cross, softmax_baseline.fused_attention = rfa_cross, fused
+
+
+def _weight_stats(weights, key_mask):
+  """Mean normalised entropy and largest weight of rows [B, H, Lq, Lk] over unpadded queries."""
+  num_keys = jnp.sum(key_mask, -1)[:, None, None]  # [B, 1, 1]
+  safe = jnp.where(weights > 0, weights, 1.0)
+  entropy = -jnp.sum(jnp.where(weights > 0, weights * jnp.log(safe), 0.0), -1)
+  entropy = entropy / jnp.log(jnp.maximum(num_keys, 2))
+  valid = jnp.broadcast_to(key_mask[:, None, :], weights.shape[:3])
+  mean = lambda x: float(jnp.sum(jnp.where(valid, x, 0)) / jnp.sum(valid))
+  return dict(entropy=mean(entropy), max_weight=mean(jnp.max(weights, -1))), valid, mean
+
+
+def probe_rfa(call):
+  q, k = call["q"], call["k"]
+  key_mask = call.get("key_mask")
+  if key_mask is None:
+    key_mask = jnp.ones(q.shape[:2], bool)
+  kind, sigma = call.get("kind", "gaussian"), call.get("sigma", 1.0)
+  projection = call["projection"]
+  qn, kn = l2_normalize(q.astype(jnp.float32)), l2_normalize(k.astype(jnp.float32))
+  visible = key_mask[:, None, None, :]
+  if kind == "gaussian":
+    logits = jnp.einsum("bihd,bjhd->bhij", qn, kn) * jnp.reshape(sigma, (-1, 1, 1)) ** 2
+    exact = jax.nn.softmax(jnp.where(visible, logits, -jnp.inf), -1)
+  else:
+    scores = jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1) * visible
+    exact = scores / jnp.sum(scores, -1, keepdims=True)
+  stats, valid, mean = _weight_stats(exact, key_mask)
+  estimate = rfa_weights(q, k, projection, kind=kind, sigma=sigma, key_mask=key_mask)
+  phi_q, phi_k = query_key_features(q, jnp.where(key_mask[..., None, None], k, 0), projection, kind,
+                                    sigma)
+  z = jnp.sum(phi_k * key_mask[:, :, None, None], 1)  # [B, H, F]
+  denominator = jnp.moveaxis(jnp.einsum("bihf,bhf->bih", phi_q, z), 1, 2)  # [B, H, Lq]
+  valid_denominator = np.asarray(denominator)[np.asarray(valid)]
+  return dict(sigma=[float(s) for s in np.ravel(sigma)], exact_entropy=stats["entropy"],
+              exact_max_weight=stats["max_weight"],
+              weights_l1=mean(jnp.sum(jnp.abs(estimate - exact), -1)),
+              denominator_floor=float(np.mean(valid_denominator <= rfa_jax.DENOMINATOR_FLOOR)),
+              denominator_below_1=float(np.mean(valid_denominator < 1.0)),
+              denominator_negative=float(np.mean(valid_denominator < 0)),
+              denominator_median=float(np.median(valid_denominator)))
+
+
+def probe_softmax(call):
+  q, k, key_mask = call["q"], call["k"], call["key_mask"]
+  logits = jnp.einsum("bihd,bjhd->bhij", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
+  weights = jax.nn.softmax(jnp.where(key_mask[:, None, None, :], logits, -jnp.inf), -1)
+  stats, _, _ = _weight_stats(weights, key_mask)
+  return dict(exact_entropy=stats["entropy"], exact_max_weight=stats["max_weight"])
+
+
+def probe(model, batch) -> list[dict]:
+  """One dict per attention layer (see the module docstring); `model` in evaluation mode."""
+  with recording_attention_inputs() as calls:
+    model(batch)
+  return [probe_rfa(args) if name == "rfa" else probe_softmax(args) for name, args in calls]
+
+
+# --- training ------------------------------------------------------------------------------------
+
+def train_variant(name: str, variant: Variant, *, steps: int, measure_every: int, quick: bool,
+                  data_root: str | None = None) -> dict:
+  """Trains one variant and returns its record: config summary, curve (one row per measurement)."""
+  config = make_config(variant, steps, quick, data_root)
+  task = train_lib.load_data(config)
+  mesh = parallelism.data_mesh()
+  model_args = dict(vocab_size=task.vocab_size, num_classes=task.num_classes, dual=task.dual,
+                    has_padding=task.has_padding)
+  probe_batch = next(iter(pipeline.make_batches(
+      task.splits["validation"], global_batch_size=config.batch_size, seed=0, shuffle=False,
+      repeat=False)))
+  eval_model = train_lib.build_model(config, rngs=train_lib.model_rngs(config.seed), **model_args)
+  eval_model.eval()
+  curve, recent = [], []
+  start = time.perf_counter()
+  with patched(variant):
+    state, steps_fn = train_lib.init_training(config, mesh, **model_args)
+    batches = pipeline.make_batches(task.splits["train"], global_batch_size=config.batch_size,
+                                    seed=config.seed, shuffle=True, repeat=True)
+    for step in range(1, steps + 1):
+      state, metrics = steps_fn.train(state, parallelism.global_batch(next(batches), mesh))
+      recent.append(metrics)
+      if step % measure_every and step != steps:
+        continue
+      logged = jax.device_get(recent)
+      recent = []
+      validation = train_lib.evaluate(steps_fn, state, task.splits["validation"], config, mesh)
+      nnx.update(eval_model, jax.device_get(state["params"]))
+      row = dict(step=step, seconds=round(time.perf_counter() - start, 1),
+                 train_loss=float(np.mean([m["loss"] for m in logged])),
+                 train_accuracy=float(np.mean([m["accuracy"] for m in logged])),
+                 validation_loss=validation["loss"], validation_accuracy=validation["accuracy"],
+                 layers=probe(eval_model, probe_batch))
+      curve.append(row)
+      print(f"{name} step {step}: train loss {row['train_loss']:.3f}, validation accuracy "
+            f"{row['validation_accuracy']:.3f} ({row['seconds']:.0f} s)", flush=True)
+      if not np.isfinite(row["train_loss"]):
+        break
+  targets = np.asarray(task.splits["validation"].targets)
+  majority = float(np.max(np.bincount(targets)) / len(targets))
+  return dict(name=name, attention=variant.attention, description=variant.description,
+              overrides=dict(variant.overrides), denominator=variant.denominator,
+              sigma_lr_scale=variant.sigma_lr_scale, steps=steps, curve=curve,
+              validation_majority_accuracy=majority, data=task.data, config=config.to_dict())
+
+
+
+# --- tables and plots ----------------------------------------------------------------------------
+
+def _final(record):
+  return record["curve"][-1] if record["curve"] else {}
+
+
+def _layer_mean(row, key):
+  values = [np.mean(layer[key]) for layer in row.get("layers", []) if key in layer]
+  return float(np.mean(values)) if values else None
+
+
+def summary_rows(records) -> list[dict]:
+  rows = []
+  for record in records:
+    final = _final(record)
+    best = max(record["curve"], key=lambda r: r["validation_accuracy"]) if record["curve"] else {}
+    rows.append(dict(
+        variant=record["name"], description=record["description"], steps=final.get("step"),
+        seconds=final.get("seconds"), best_validation_accuracy=best.get("validation_accuracy"),
+        final_validation_accuracy=final.get("validation_accuracy"),
+        final_train_loss=final.get("train_loss"),
+        **{key: _layer_mean(final, key) for key in
+           ("sigma", "exact_entropy", "exact_max_weight", "weights_l1", "denominator_floor",
+            "denominator_below_1", "denominator_negative", "denominator_median")}))
+  return rows
+
+
+def _cell(value, digits=3):
+  if value is None:
+    return "-"
+  return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def to_markdown(records, setup) -> str:
+  majority = records[0]["validation_majority_accuracy"] if records else None
+  lines = [
+      "# ListOps study: attention variants on 64-256-token expressions",
+      "",
+      f"Regenerate: `{setup['command']}`. Model: configs/listops.py `small` preset (2 layers, emb 64, "
+      f"4 heads, mlp 128), max_length 256, batch 32, generated data ({setup['data']}); every variant "
+      f"{setup['steps']} steps, validation on the whole validation split every {setup['measure_every']} "
+      f"steps; probes on one validation batch with the evaluation model. Majority class: "
+      f"{_cell(majority)} of validation. {setup['device']}, commit {setup['commit']}, {setup['date']}.",
+      "",
+      "Columns after the accuracies are the last measurement's layer means: sigma; entropy / max "
+      "weight = the exact weights the layer's q, k, sigma ask for (entropy / log(keys), 1 = uniform); "
+      "L1 = distance of RFA's implicit weights from them (2 = disjoint); floor / <1 / neg = fraction of "
+      "denominators phi(q).z <= 1e-6 / below 1 / negative; median denominator.",
+      "",
+      "| variant | what | best val acc | final val acc | final train loss | s | sigma | entropy | "
+      "max weight | L1 | floor | <1 | neg | median d |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in summary_rows(records):
+    lines.append("| " + " | ".join([
+        r["variant"], r["description"], _cell(r["best_validation_accuracy"]),
+        _cell(r["final_validation_accuracy"]), _cell(r["final_train_loss"]), _cell(r["seconds"], 4),
+        _cell(r["sigma"]), _cell(r["exact_entropy"]), _cell(r["exact_max_weight"], 2),
+        _cell(r["weights_l1"]), _cell(r["denominator_floor"], 2), _cell(r["denominator_below_1"], 2),
+        _cell(r["denominator_negative"], 2), _cell(r["denominator_median"])]) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(records, out: pathlib.Path):
+  """learning_curves.png (validation accuracy, training loss) and probes.png (sigma, entropy,
+  weight error, denominators at or below the floor) against step."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  def panels(path, specs, title):
+    fig, axes = plt.subplots(1, len(specs), figsize=(5 * len(specs), 4.2))
+    for ax, (label, value, log) in zip(axes, specs):
+      for record in records:
+        points = [(row["step"], value(row)) for row in record["curve"]]
+        points = [(x, y) for x, y in points if y is not None]
+        if points:
+          style = "-" if record["attention"].startswith("rfa") else "--"
+          ax.plot(*zip(*points), style, marker=".", label=record["name"])
+      ax.set_xlabel("step")
+      ax.set_ylabel(label)
+      if log:
+        ax.set_yscale("log")
+      ax.grid(alpha=0.3)
+    if records and records[0].get("validation_majority_accuracy"):
+      axes[0].axhline(records[0]["validation_majority_accuracy"], color="gray", lw=0.8)
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+  panels(out / "learning_curves.png",
+         [("validation accuracy", lambda r: r["validation_accuracy"], False),
+          ("training loss", lambda r: r["train_loss"], False)],
+         "ListOps 64-256 tokens (gray: majority class)")
+  panels(out / "probes.png",
+         [("sigma (mean over heads, layers)", lambda r: _layer_mean(r, "sigma"), False),
+          ("exact weights' entropy / log(keys)", lambda r: _layer_mean(r, "exact_entropy"), False),
+          ("L1(RFA weights, exact)", lambda r: _layer_mean(r, "weights_l1"), True),
+          ("denominators <= floor", lambda r: _layer_mean(r, "denominator_floor"), False)],
+         "Attention probes on one validation batch")
+
+
+def write_outputs(records, setup, out: pathlib.Path):
+  write_json_atomically(out / "results.json", dict(setup=setup, summary=summary_rows(records),
+                                                   records=records))
+  (out / "results.md").write_text(to_markdown(records, setup))
+  plot(records, out)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--variants", default="all", help=f"all or some of: {', '.join(VARIANTS)}")
+  parser.add_argument("--steps", type=int, default=800)
+  parser.add_argument("--measure-every", type=int, default=100)
+  parser.add_argument("--out", default="benchmarks/results/listops_study")
+  parser.add_argument("--data-root", default=None, help="folder for the generated data (default data/)")
+  parser.add_argument("--quick", action="store_true", help="tiny data and model, for tests")
+  args = parser.parse_args(argv)
+  names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+  unknown = [name for name in names if name not in VARIANTS]
+  if unknown:
+    raise ValueError(f"--variants: unknown {unknown}; expected 'all' or some of {list(VARIANTS)}")
+  out = pathlib.Path(args.out)
+  (out / "runs").mkdir(parents=True, exist_ok=True)
+  for name in names:
+    path = out / "runs" / f"{name}.json"
+    if path.exists():
+      continue
+    record = train_variant(name, VARIANTS[name], steps=args.steps, measure_every=args.measure_every,
+                           quick=args.quick, data_root=args.data_root)
+    write_json_atomically(path, record)
+  records = [json.loads((out / "runs" / f"{name}.json").read_text()) for name in VARIANTS
+             if (out / "runs" / f"{name}.json").exists()]
+  command = "python -m lra.studies.listops" + (f" --steps={args.steps}" if args.steps != 800 else "")
+  generator = records[0]["data"].get("generator", {}) if records else {}
+  setup = dict(command=command, steps=args.steps, measure_every=args.measure_every,
+               data=f"seed {generator.get('seed')}, {generator.get('num_train')} train",
+               device=f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+               commit=git_commit(), date=time.strftime("%Y-%m-%d"))
+  write_outputs(records, setup, out)
+  print(to_markdown(records, setup))
+
+
+if __name__ == "__main__":
+  main()
