@@ -22,14 +22,18 @@ phi(q) . z at or below DENOMINATOR_FLOOR (`floor`), and below zero (`negative`);
 entropy normalised by log(num_keys) (1 = uniform). Also the error against length and against
 sharpness at fixed sigma (each query has one planted key at cosine c).
 
-Why the gaussian estimator fails for sharp attention: each of its terms cos(w.(x - y)) is bounded,
-so the variance of the estimate of k_gauss(x, y) is ~ (1 - k^2)^2 / (2m) for orthogonal-free draws:
-it does not shrink with the kernel value. Softmax weights are exp(s^2 q.k) / sum_j, and the estimate
-of each numerator is exp(s^2) k_gauss(s q, s k) up to the common constant: the typical key has
-k_gauss ~ exp(-s^2), far below the estimator's noise ~ 1/sqrt(m) once s^2 > log(m) / 2, so the
-denominator (a sum of L such terms) is dominated by noise, turns small or negative, and the output
-explodes. Positive features have noise proportional to the value, so their denominators stay
-positive, but their relative variance grows like exp(s^2 |q - k|^2 ...), also large for big s.
+Why the gaussian estimator fails for sharp attention: with iid rows w, phi(x) . phi(y) is the mean of
+m terms cos(w . (x - y)), whose variance is (1 - k^2)^2 / 2 for kernel value k = k_gauss(x, y): the
+noise ~ 1 / sqrt(2m) does not shrink with k. The softmax weight of key j is exp(s^2 q.k_j) / sum, and
+RFA's numerator for it is k_gauss(s q, s k_j) = exp(-s^2) exp(s^2 q.k_j): a typical key (q.k ~ 0) has
+k ~ exp(-s^2), so each implicit weight carries a relative error ~ exp(s^2) / sqrt(2m), above 1 once
+s^2 > ln(2m) / 2 (s > 1.56 with 64 features, s > 1.95 with 1,024). The same noise in phi(q) . z, a
+sum of signed terms, sends denominators to zero or below, and dividing by them makes outputs explode.
+Positive features have a similar relative noise per term (exp(s^2 |q + k|^2) - 1 over m), but every
+term is positive, the denominator never crosses zero and each weight row stays a distribution, so
+their error grows slowly with sigma. Sharp attention needs large sigma: with unit q, k the logits lie
+in [-s^2, s^2], and one key can outweigh L - 1 keys orthogonal to q only when s^2 > ln(L - 1)
+(s > 2.35 for 256 keys, 2.63 for 1,024), far beyond where the sin/cos estimate breaks down.
 """
 
 import argparse
