@@ -3,11 +3,15 @@ Table 2: the text task's model, synthetic byte tokens, steps/s and peak memory, 
 softmax at the same length).
 
     python -m lra.benchmark [--attentions softmax rfa_gaussian ... | all] [--lengths 1024 2048 3072 4096]
+        [--dtype float32|bfloat16] [--override model.num_layers=1 ...]
 
-Writes results.json and results.md to --out, atomically.
+A cell that does not fit (compiled memory over --memory-budget-gib, or out of memory when it runs)
+or fails is recorded as skipped with the reason; the other cells still run. Writes results.json and
+results.md to --out, atomically.
 """
 
 import argparse
+import ast
 import pathlib
 import platform
 import statistics
@@ -18,38 +22,63 @@ import numpy as np
 
 from lra import attention as attention_registry
 from lra import config_lib, parallelism
-from lra.metrics import max_rss_bytes, write_json_atomically
+from lra.metrics import device_peak_memory_bytes, max_rss_bytes, write_json_atomically
 from lra.train import init_training
+from rfa_jax.benchmark import compiled_memory_bytes, failure
 
 TEXT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "text.py"
 
 
-def measure(attention: str, length: int, args, mesh) -> dict:
-  """Compiles one train step, checks its memory against the budget, then times `args.steps` steps."""
+def text_config(attention: str, length: int, args):
+  """The text task's config for `attention` at `length`, batch and dtype of `args`, with
+  `args.override` (`dotted.key=value`) applied."""
   config = config_lib.load(str(TEXT_CONFIG), attention)
-  config.max_length, config.batch_size = length, args.batch_size
-  state, steps = init_training(config, mesh, vocab_size=257, num_classes=2, dual=False,
-                               has_padding=True)
-  rng = np.random.default_rng(0)
-  batch = parallelism.global_batch(dict(
-      inputs=rng.integers(1, 257, (args.batch_size, length), dtype=np.int32),
-      targets=rng.integers(0, 2, (args.batch_size,), dtype=np.int32)), mesh)
-  compiled = steps.train.lower(state, batch).compile()
-  analysis = compiled.memory_analysis()
-  memory = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
-            + analysis.output_size_in_bytes)
-  row = dict(attention=attention, length=length, batch_size=args.batch_size, memory_bytes=memory)
-  if memory > args.memory_budget_gib * 2**30:
-    return dict(row, skipped=f"needs {memory / 2**30:.1f} GiB > --memory-budget-gib")
-  state, metrics = compiled(state, batch)  # warm-up
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(args.steps):
+  config.max_length, config.batch_size, config.dtype = length, args.batch_size, args.dtype
+  for item in args.override:
+    key, _, text = item.partition("=")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def measure(attention: str, length: int, args, mesh) -> dict:
+  """Compiles one train step, checks its memory against the budget, then times `args.steps` steps.
+  A failure (out of memory) is recorded in the row, never raised."""
+  row = dict(attention=attention, length=length, batch_size=args.batch_size, dtype=args.dtype)
+  try:
+    config = text_config(attention, length, args)
+    state, steps = init_training(config, mesh, vocab_size=257, num_classes=2, dual=False,
+                                 has_padding=True)
+    rng = np.random.default_rng(0)
+    batch = parallelism.global_batch(dict(
+        inputs=rng.integers(1, 257, (args.batch_size, length), dtype=np.int32),
+        targets=rng.integers(0, 2, (args.batch_size,), dtype=np.int32),
+        weights=np.ones((args.batch_size,), np.float32)), mesh)
     start = time.perf_counter()
-    state, metrics = compiled(state, batch)
+    compiled = steps.train.lower(state, batch).compile()
+    row.update(compile_s=time.perf_counter() - start, **compiled_memory_bytes(compiled))
+    if row.get("memory_bytes", 0) > args.memory_budget_gib * 2**30:
+      return dict(row, skipped=f"needs {row['memory_bytes'] / 2**30:.1f} GiB > "
+                               "--memory-budget-gib")
+    state, metrics = compiled(state, batch)  # warm-up
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  return dict(row, steps_per_sec=1.0 / statistics.median(times), step_times=times)
+    times = []
+    for _ in range(args.steps):
+      start = time.perf_counter()
+      state, metrics = compiled(state, batch)
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - start)
+  except Exception as error:  # noqa: BLE001 - recorded per cell; the other cells still run
+    return dict(row, skipped=failure(error), device_peak_bytes=device_peak_memory_bytes())
+  return dict(row, steps_per_sec=1.0 / statistics.median(times), step_times=times,
+              loss=float(metrics["loss"]), device_peak_bytes=device_peak_memory_bytes())
 
 
 def relative_to_baseline(rows, baseline):
@@ -59,15 +88,15 @@ def relative_to_baseline(rows, baseline):
     base = reference.get(row["length"])
     if base and "steps_per_sec" in row:
       row["speedup"] = row["steps_per_sec"] / base["steps_per_sec"]
-    if base:
+    if base and "memory_bytes" in row and "memory_bytes" in base:
       row["memory_ratio"] = row["memory_bytes"] / base["memory_bytes"]
   return rows
 
 
 def markdown(rows, lengths, baseline) -> str:
   """LRA Table 2 layout: steps/s (speed-up) and peak memory (ratio) per mechanism and length."""
-  header = "| attention | " + " | ".join(f"{n // 1024}K steps/s (×{baseline})" for n in lengths)
-  header += " | " + " | ".join(f"{n // 1024}K memory GiB (×{baseline})" for n in lengths) + " |"
+  header = "| attention | " + " | ".join(f"{size(n)} steps/s (×{baseline})" for n in lengths)
+  header += " | " + " | ".join(f"{size(n)} memory GiB (×{baseline})" for n in lengths) + " |"
   lines = [header, "|---" * (1 + 2 * len(lengths)) + "|"]
   for name in dict.fromkeys(r["attention"] for r in rows):
     by_length = {r["length"]: r for r in rows if r["attention"] == name}
@@ -75,13 +104,50 @@ def markdown(rows, lengths, baseline) -> str:
     for n in lengths:
       r = by_length[n]
       speed.append(f"{r['steps_per_sec']:.3f} ({r.get('speedup', float('nan')):.1f}×)"
-                   if "steps_per_sec" in r else "skipped")
-      memory.append(f"{r['memory_bytes'] / 2**30:.2f} ({r.get('memory_ratio', float('nan')):.2f}×)")
+                   if "steps_per_sec" in r else skipped_cell(r))
+      memory.append(f"{r['memory_bytes'] / 2**30:.2f} ({r.get('memory_ratio', float('nan')):.2f}×)"
+                    if "memory_bytes" in r else "-")
     lines.append(f"| {name} | " + " | ".join(speed + memory) + " |")
   return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
+def size(length: int) -> str:
+  return f"{length // 1024}K" if length % 1024 == 0 else str(length)
+
+
+def skipped_cell(row) -> str:
+  reason = row.get("skipped", "")
+  if reason.startswith("out of memory"):
+    return "OOM"
+  if reason.startswith("needs"):
+    return "over budget"
+  return "not run" if reason == "time budget spent" else "failed"
+
+
+def run(args, deadline: float | None = None) -> list[dict]:
+  """Every (attention, length) cell of `args`, with ratios against `args.baseline`; cells after
+  `deadline` (time.monotonic()) are recorded as not run."""
+  if args.attentions == ["all"]:
+    args.attentions = [args.baseline] + [n for n in attention_registry.names() if n != args.baseline]
+  mesh = parallelism.data_mesh()
+  parallelism.check_batch_size(args.batch_size, mesh)
+  rows = []
+  for length in args.lengths:  # every mechanism at one length before the next length
+    for attention in args.attentions:
+      if deadline is not None and time.monotonic() > deadline:
+        row = dict(attention=attention, length=length, batch_size=args.batch_size,
+                   dtype=args.dtype, skipped="time budget spent")
+      else:
+        row = measure(attention, length, args, mesh)
+      rows.append(row)
+      memory = f", {row['memory_bytes'] / 2**30:.2f} GiB" if "memory_bytes" in row else ""
+      print(f"{attention:>14} L={length:>5} {args.dtype}: "
+            + (f"{row['steps_per_sec']:.3f} steps/s" if "steps_per_sec" in row else row["skipped"])
+            + memory, flush=True)
+  return relative_to_baseline(rows, args.baseline)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--attentions", nargs="+", default=["softmax", "rfa_gaussian"],
                       help="registered names, or `all`")
@@ -90,21 +156,17 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
   parser.add_argument("--memory-budget-gib", type=float, default=16.0)
   parser.add_argument("--baseline", default="softmax")
+  parser.add_argument("--dtype", default="float32", choices=attention_registry.DTYPES,
+                      help="config.dtype: activations and matrix products")
+  parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                      help="config entries to set, e.g. model.num_layers=1")
   parser.add_argument("--out", default="benchmarks/results/lra")
-  args = parser.parse_args(argv)
-  if args.attentions == ["all"]:
-    args.attentions = [args.baseline] + [n for n in attention_registry.names() if n != args.baseline]
-  mesh = parallelism.data_mesh()
-  parallelism.check_batch_size(args.batch_size, mesh)
-  rows = []
-  for attention in args.attentions:
-    for length in args.lengths:
-      row = measure(attention, length, args, mesh)
-      rows.append(row)
-      print(f"{attention:>14} L={length:>5}: "
-            + (f"{row['steps_per_sec']:.3f} steps/s" if "steps_per_sec" in row else row["skipped"])
-            + f", {row['memory_bytes'] / 2**30:.2f} GiB", flush=True)
-  rows = relative_to_baseline(rows, args.baseline)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  rows = run(args)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   table = (markdown(rows, args.lengths, args.baseline) + "\n"
@@ -122,7 +184,7 @@ def target_line(rows, length, baseline, candidate="rfa_gaussian", speedup=6.0, m
   """The harness target at `length`: `candidate` >= `speedup`x the baseline's steps/s with
   <= `memory`x its memory."""
   row = next((r for r in rows if r["attention"] == candidate and r["length"] == length), None)
-  if row is None or "speedup" not in row:
+  if row is None or "speedup" not in row or "memory_ratio" not in row:
     return f"target: needs {candidate} and {baseline} measured at {length}"
   met = row["speedup"] >= speedup and row["memory_ratio"] <= memory
   return (f"target at {length}: {candidate} {row['speedup']:.1f}x {baseline}'s steps/s (>= {speedup}), "

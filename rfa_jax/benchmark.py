@@ -8,14 +8,26 @@ non-causal, RFA causal as the token scan (chunk_size=1) and in chunked form, and
 chunked form. Also the decoding cost per token (RFA state vs a softmax KV cache), the bfloat16 error
 of chunked causal RFA, and this machine's fp32 matmul peak with the fraction of it each measurement
 reaches. A computation whose compiled memory exceeds --memory-budget-gib is recorded with its memory
-but not run. Writes results.json (raw figures) and results.md to --out, atomically.
+but not run; one that fails to compile or run (out of memory) is recorded with the error. Writes
+results.json (raw figures) and results.md to --out, atomically.
 
-FLOPs are analytic counts of the multiply-adds of each form as implemented (softmax computes all L^2
-logits even when causal; the feature maps of q and k count as matmuls); forward+backward = 3x
-forward.
+Softmax is `jax.nn.dot_product_attention`, the strongest form a user has: cuDNN's fused flash
+attention where it compiles (a CUDA GPU, bfloat16, head_dim a multiple of 8 up to 128), XLA's
+otherwise; every row records which ran. All tokens are valid (no padding mask) in every form.
+
+FLOPs are analytic counts (2 per multiply-add) of the useful work of each form, per batch row and
+head with L tokens, head_dim d, F features (2 x num_features for gaussian), chunk C:
+  softmax        4 L^2 d (q k^T and p v); causal half of it (cuDNN skips the masked blocks; XLA
+                 computes all L^2 logits and so reaches half the rate it would on this count)
+  rfa            4 L m d (features of q and k, m = num_features) + 4 L F d (S and the read-out)
+  chunked        that + 2 L C (F + d) (the C x C scores and their product with v within chunks)
+  token scan     as rfa (one rank-1 update and one read-out per token)
+forward+backward = 3 x forward (each product has two gradient products; recomputation and the
+elementwise work are not counted).
 """
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -52,13 +64,12 @@ class Sizes(NamedTuple):
   feature_dim: int
 
 
-def attention_forms(chunk_sizes) -> list[Form]:
+def attention_forms(chunk_sizes, softmax_implementation: str = "xla") -> list[Form]:
   """Every measured form; the chunked ones once per chunk size."""
   forms = [
-      Form("softmax", "softmax", None, lambda q, k, v, g, w: rfa_jax.softmax_attention(q, k, v)),
+      Form("softmax", "softmax", None, softmax(False, softmax_implementation)),
       Form("rfa", "rfa", None, lambda q, k, v, g, w: rfa_jax.rfa(q, k, v, w)),
-      Form("softmax_causal", "softmax causal", None,
-           lambda q, k, v, g, w: rfa_jax.softmax_attention(q, k, v, causal=True)),
+      Form("softmax_causal", "softmax causal", None, softmax(True, softmax_implementation)),
       Form("rfa_causal_scan", "rfa causal token scan", 1,
            lambda q, k, v, g, w: rfa_jax.rfa(q, k, v, w, causal=True, chunk_size=1)),
   ]
@@ -67,6 +78,28 @@ def attention_forms(chunk_sizes) -> list[Form]:
   forms += [Form("rfa_gated_chunked", f"rfa gated chunked C={c}", c, causal_rfa(c, gated=True))
             for c in chunk_sizes]
   return forms
+
+
+def softmax(causal: bool, implementation: str) -> Callable:
+  """Exact softmax attention through jax.nn.dot_product_attention ("cudnn" or "xla")."""
+  def apply(q, k, v, gate, projection):
+    return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=implementation)
+  return apply
+
+
+def softmax_implementation(sizes, dtype) -> dict:
+  """"cudnn" when cuDNN's fused attention compiles for these sizes and dtype (forward and backward,
+  on a short sequence), else "xla", with the reason."""
+  if jax.default_backend() != "gpu":
+    return dict(implementation="xla", reason=f"backend {jax.default_backend()}")
+  shape = (1, 128, sizes.heads, sizes.head_dim)
+  q = jnp.zeros(shape, dtype)
+  try:
+    attend = functools.partial(jax.nn.dot_product_attention, implementation="cudnn")
+    jax.jit(jax.grad(lambda q: jnp.sum(attend(q, q, q).astype(jnp.float32)))).lower(q).compile()
+  except Exception as error:  # noqa: BLE001 - any failure means cuDNN does not apply
+    return dict(implementation="xla", reason=f"cuDNN: {type(error).__name__}: {error}"[:300])
+  return dict(implementation="cudnn", reason="compiles")
 
 
 def causal_rfa(chunk_size: int, gated: bool) -> Callable:
@@ -80,7 +113,7 @@ def forward_flops(form: Form, length: int, s: Sizes) -> float:
   """Analytic forward FLOPs (2 per multiply-add) of `form` at `length`."""
   tokens = s.batch * length * s.heads
   if form.name.startswith("softmax"):
-    return 2.0 * tokens * length * 2 * s.head_dim
+    return 2.0 * tokens * length * 2 * s.head_dim * (0.5 if form.name.endswith("causal") else 1.0)
   features = 2.0 * 2 * tokens * s.num_features * s.head_dim
   state = 2.0 * 2 * tokens * s.feature_dim * s.head_dim
   intra_chunk = 0.0
@@ -111,11 +144,36 @@ def forward_backward(form: Form):
 
 
 def compiled_memory_bytes(compiled) -> dict:
-  analysis = compiled.memory_analysis()
+  """XLA's compiled memory: temp + argument + output bytes (empty where the backend has none)."""
+  try:
+    analysis = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001 - backends without the analysis
+    analysis = None
+  if analysis is None:
+    return {}
   parts = dict(temp_bytes=analysis.temp_size_in_bytes,
                argument_bytes=analysis.argument_size_in_bytes,
                output_bytes=analysis.output_size_in_bytes)
   return dict(parts, memory_bytes=sum(parts.values()))
+
+
+def device_memory() -> dict:
+  """Device 0's memory statistics where the backend reports them (GPU, TPU): bytes_limit and the
+  process's peak_bytes_in_use so far (a running maximum: it cannot be reset per measurement)."""
+  try:
+    stats = jax.local_devices()[0].memory_stats() or {}
+  except Exception:  # noqa: BLE001 - backends without statistics
+    stats = {}
+  return {key: stats[key] for key in ("bytes_limit", "peak_bytes_in_use") if key in stats}
+
+
+def failure(error: Exception) -> str:
+  """'out of memory: ...' or 'error: ...', one line."""
+  text = f"{type(error).__name__}: {error}".strip().splitlines()[0][:300]
+  lowered = str(error).lower()
+  if "resource_exhausted" in lowered or "out of memory" in lowered:
+    return f"out of memory: {text}"
+  return f"error: {text}"
 
 
 def max_rss_bytes() -> int:
@@ -145,23 +203,28 @@ def median_time(compiled, args, repeats: int, max_seconds: float) -> dict:
 
 
 def measure(jitted, args, flops: float, args_ns) -> dict:
-  """Compiles, checks the compiled memory against the budget, then times (unless over budget)."""
+  """Compiles, checks the compiled memory against the budget, then times (unless over budget).
+  A failure to compile or run (out of memory) is recorded as `skipped`, never raised."""
   start = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  row = dict(compile_s=time.perf_counter() - start, flops=flops, **compiled_memory_bytes(compiled))
-  budget = args_ns.memory_budget_gib * 2**30
-  if row["memory_bytes"] > budget:
-    row["skipped"] = (f"needs {row['memory_bytes'] / 2**30:.1f} GiB > budget "
-                      f"{args_ns.memory_budget_gib:g} GiB; memory from the compiled analysis")
-  else:
-    row.update(median_time(compiled, args, args_ns.repeats, args_ns.max_seconds))
-    row["flops_per_s"] = flops / row["median_s"]
-  row["max_rss_bytes"] = max_rss_bytes()
+  row = dict(flops=flops)
+  try:
+    compiled = jitted.lower(*args).compile()
+    row.update(compile_s=time.perf_counter() - start, **compiled_memory_bytes(compiled))
+    budget = args_ns.memory_budget_gib * 2**30
+    if row.get("memory_bytes", 0) > budget:
+      row["skipped"] = (f"needs {row['memory_bytes'] / 2**30:.1f} GiB > budget "
+                        f"{args_ns.memory_budget_gib:g} GiB; memory from the compiled analysis")
+    else:
+      row.update(median_time(compiled, args, args_ns.repeats, args_ns.max_seconds))
+      row["flops_per_s"] = flops / row["median_s"]
+  except Exception as error:  # noqa: BLE001 - recorded per measurement; the run goes on
+    row["skipped"] = failure(error)
+  row.update(max_rss_bytes=max_rss_bytes(), **device_memory())
   return row
 
 
 def progress(text: str, row: dict):
-  memory = f"{row['memory_bytes'] / 2**20:9.1f} MiB"
+  memory = f"{row['memory_bytes'] / 2**20:9.1f} MiB" if "memory_bytes" in row else "memory n/a"
   if "skipped" in row:
     print(f"{text}: skipped ({row['skipped']}), {memory}", flush=True)
   else:
@@ -170,17 +233,30 @@ def progress(text: str, row: dict):
           f"of CPU (n={len(row['times_s'])})", flush=True)
 
 
-def attention_rows(args, sizes: Sizes) -> list[dict]:
+def attention_rows(args, sizes: Sizes, deadline: float | None = None) -> list[dict]:
+  """Every form at every length, forward and forward+backward. Measurements after `deadline`
+  (time.monotonic()) and token scans longer than --scan-max-length are recorded as not run."""
   key = jax.random.PRNGKey(args.seed)
   projection = rfa_jax.random_projection(key, sizes.heads, sizes.num_features, sizes.head_dim)
+  softmax_choice = softmax_implementation(sizes, args.dtype)
+  print(f"softmax ({args.dtype}): {softmax_choice['implementation']} "
+        f"({softmax_choice['reason']})", flush=True)
   rows = []
   for length in args.lengths:
     inputs = make_inputs(jax.random.fold_in(key, length), length, sizes, args.dtype) + (projection,)
-    for form in attention_forms(args.chunk_sizes):
+    for form in attention_forms(args.chunk_sizes, softmax_choice["implementation"]):
       for name, build, factor in (("fwd", forward, 1), ("fwd_bwd", forward_backward, 3)):
         flops = factor * forward_flops(form, length, sizes)
         row = dict(form=form.name, label=form.label, chunk_size=form.chunk_size, length=length,
-                   mode=name, **measure(build(form), inputs, flops, args))
+                   mode=name, dtype=args.dtype)
+        if form.name.startswith("softmax"):
+          row["implementation"] = softmax_choice["implementation"]
+        if form.chunk_size == 1 and args.scan_max_length and length > args.scan_max_length:
+          row.update(flops=flops, skipped=f"token scan runs to L={args.scan_max_length}")
+        elif deadline is not None and time.monotonic() > deadline:
+          row.update(flops=flops, skipped="time budget spent")
+        else:
+          row.update(measure(build(form), inputs, flops, args))
         progress(f"L={length:>6} {form.label:<26} {name:<7}", row)
         rows.append(row)
   return rows
@@ -205,8 +281,8 @@ def softmax_decoder(sizes: Sizes, tokens: int):
     q_t, k_t, v_t = x
     k_cache = jax.lax.dynamic_update_slice(k_cache, k_t[:, None], (0, t, 0, 0))
     v_cache = jax.lax.dynamic_update_slice(v_cache, v_t[:, None], (0, t, 0, 0))
-    filled = jnp.broadcast_to(slots <= t, (sizes.batch, tokens))
-    out = rfa_jax.softmax_attention(q_t[:, None], k_cache, v_cache, key_mask=filled)[:, 0]
+    filled = jnp.broadcast_to(slots <= t, (sizes.batch, 1, 1, tokens))
+    out = jax.nn.dot_product_attention(q_t[:, None], k_cache, v_cache, mask=filled)[:, 0]
     return (k_cache, v_cache, t + 1), out
 
   def generate(q, k, v):
@@ -255,14 +331,15 @@ def bf16_error(args, sizes: Sizes) -> dict:
               max_relative_error=error)
 
 
-def matmul_peak(size: int, repeats: int) -> dict:
-  """fp32 FLOP/s of a jitted size^3 matmul (median of `repeats`)."""
-  a, b = jax.random.normal(jax.random.PRNGKey(0), (2, size, size), jnp.float32)
+def matmul_peak(size: int, repeats: int, dtype=jnp.float32) -> dict:
+  """FLOP/s of a jitted size^3 matmul in `dtype` (median of `repeats`; default precision, so a GPU
+  may use TF32 for float32)."""
+  a, b = jax.random.normal(jax.random.PRNGKey(0), (2, size, size), jnp.float32).astype(dtype)
   compiled = jax.jit(jnp.matmul).lower(a, b).compile()
   timing = median_time(compiled, (a, b), repeats, max_seconds=60.0)
   flops_per_s = 2.0 * size**3 / timing["median_s"]
-  print(f"fp32 matmul {size}^3: {flops_per_s / 1e9:.1f} GFLOP/s", flush=True)
-  return dict(size=size, flops_per_s=flops_per_s, **timing)
+  print(f"{jnp.dtype(dtype).name} matmul {size}^3: {flops_per_s / 1e9:.1f} GFLOP/s", flush=True)
+  return dict(size=size, dtype=jnp.dtype(dtype).name, flops_per_s=flops_per_s, **timing)
 
 
 def best_chunked(rows, form: str, length: int) -> dict | None:
@@ -273,7 +350,7 @@ def best_chunked(rows, form: str, length: int) -> dict | None:
   timed = [r for r in candidates if "median_s" in r]
   if timed:
     return min(timed, key=lambda r: r["median_s"])
-  return min(candidates, key=lambda r: r["memory_bytes"], default=None)
+  return min(candidates, key=lambda r: r.get("memory_bytes", float("inf")), default=None)
 
 
 def fwd_bwd_row(rows, form: str, length: int) -> dict | None:
@@ -338,7 +415,11 @@ def cell(row: dict | None, field: str, scale: float, fmt: str) -> str:
   if row is None:
     return "-"
   if field not in row:
-    return f"not run ({row['memory_bytes'] / 2**30:.1f} GiB)" if "skipped" in row else "-"
+    if "skipped" not in row:
+      return "-"
+    if "memory_bytes" in row:
+      return f"not run ({row['memory_bytes'] / 2**30:.1f} GiB)"
+    return "OOM" if row["skipped"].startswith("out of memory") else "not run"
   return format(row[field] * scale, fmt)
 
 
@@ -438,6 +519,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="dtype of q, k, v in the timed computations")
   parser.add_argument("--memory-budget-gib", type=float, default=8.0,
                       help="computations whose compiled memory exceeds this are not run")
+  parser.add_argument("--scan-max-length", type=int, default=None,
+                      help="the token scan (chunk_size=1) runs only up to this length")
   parser.add_argument("--matmul-size", type=int, default=2048)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default="benchmarks/results/attention")

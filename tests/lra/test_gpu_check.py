@@ -1,0 +1,71 @@
+"""scripts/gpu_check.sh --quick end to end (tiny sizes, CPU), and its time budget and refusals."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from lra import gpu_check
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FORMS = {"softmax", "rfa", "softmax_causal", "rfa_causal_scan", "rfa_causal_chunked",
+         "rfa_gated_chunked"}
+
+
+def run_script(*args, timeout=600):
+  env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  completed = subprocess.run([str(ROOT / "scripts" / "gpu_check.sh"), *args], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=timeout)
+  assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+  return completed.stdout
+
+
+def test_quick_check_runs_every_part(tmp_path):
+  output = run_script("--quick", "--out", str(tmp_path))
+  results = json.loads((tmp_path / "results.json").read_text())
+  table = (tmp_path / "results.md").read_text()
+  kernels = results["kernels"]["bfloat16"]
+  assert {r["form"] for r in kernels["rows"]} == FORMS
+  assert all(r["median_s"] > 0 and r["memory_bytes"] > 0 and r["dtype"] == "bfloat16"
+             for r in kernels["rows"])
+  softmax = [r for r in kernels["rows"] if r["form"].startswith("softmax")]
+  assert {r["implementation"] for r in softmax} == {"xla"}
+  assert all("peak_fraction" in r for r in kernels["rows"])
+  assert {r["form"] for r in kernels["decode"]} == {"rfa_decode", "softmax_decode"}
+  assert "rows" in results["torch"] or results["torch"]["skipped"]
+  harness = {r["attention"]: r for r in results["harness"]["rows"]}
+  assert harness["rfa_gaussian"]["steps_per_sec"] > 0 and "speedup" in harness["rfa_gaussian"]
+  (training,) = results["training"]
+  assert training["steps_per_sec"] > 0 and training["test_loss"] > 0
+  assert [c["item"] for c in results["targets"]] == ["1", "2", "2", "3", "3"]
+  assert all(c["status"] in ("PASS", "MISS", "N/A") for c in results["targets"])
+  assert set(results["part_seconds"]) == {"torch", "bfloat16", "harness", "training"}
+  for check in results["targets"]:
+    assert check["description"] in table and check["description"] in output
+  for section in ("## Targets", "## Kernels", "## PyTorch", "## Harness", "## Training"):
+    assert section in table
+
+
+def test_spent_time_budget_records_measurements_as_not_run(tmp_path):
+  results = gpu_check.main(["--quick", "--skip-torch", "--time-budget-s", "0",
+                            "--out", str(tmp_path)])
+  rows = results["kernels"]["bfloat16"]["rows"]
+  assert rows and all(r["skipped"] == "time budget spent" for r in rows)
+  assert all(r["skipped"] == "time budget spent" for r in results["harness"]["rows"])
+  assert results["training"][0]["skipped"] == "time budget spent"
+  assert all(c["status"] == "N/A" for c in results["targets"])
+  assert "not run" in (tmp_path / "results.md").read_text()
+
+
+def test_full_check_needs_a_gpu():
+  with pytest.raises(SystemExit, match="no GPU"):
+    gpu_check.main(["--skip-torch"])
+
+
+def test_device_directory_is_a_plain_name():
+  assert gpu_check.device_directory("NVIDIA H100 80GB HBM3") == "NVIDIA_H100_80GB_HBM3"
+  assert gpu_check.device_directory("  ") == "device"
