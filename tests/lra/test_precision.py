@@ -98,7 +98,8 @@ def test_bfloat16_training_of_every_mechanism(name):
   assert np.isfinite(losses).all() and bool(bf16_out)
   for tree in (params, opt_state, grads):
     assert all(x.dtype == jnp.float32 for x in floating_leaves(tree))
-  moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(params))]
+  moved = [not np.array_equal(a, b)
+           for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(params))]
   assert sum(moved) > len(moved) // 2
 
 
