@@ -2,7 +2,8 @@
 
 Encoder: token embedding + positions (sinusoidal or learned) [+ CLS token], pre-LayerNorm blocks
 (attention, MLP, dropout), final LayerNorm, CLS or masked-mean pooling. Heads: a classifier, and a dual
-encoder for retrieval (shared towers, head on [x1, x2, x1 * x2, x1 - x2]).
+encoder for retrieval (shared towers, head on [x1, x2, x1 * x2, x1 - x2]). The causal byte-level
+language model is the same encoder with causal attention and no pooling, and a next-byte head.
 
 Mixed precision: `dtype` ("float32" | "bfloat16") is the dtype of activations and matrix products
 (embeddings, positions, LayerNorm outputs, every linear map and the attention's projections);
@@ -50,13 +51,18 @@ class EncoderBlock(nnx.Module):
 
 
 class Encoder(nnx.Module):
-  """tokens: [B, L] int32, mask: [B, L] bool (False = padding) -> pooled [B, emb_dim]."""
+  """tokens: [B, L] int32, mask: [B, L] bool (False = padding) -> pooled [B, emb_dim], or with
+  pooling="none" every position [B, L, emb_dim] (mask may then be None: no padding).
+
+  Token t of the input, counted from `offset`, gets position (offset + t) mod max_length: a table of
+  max_length positions repeats along longer inputs.
+  """
 
   def __init__(self, *, vocab_size, max_length, num_layers, emb_dim, num_heads, qkv_dim, mlp_dim,
                dropout_rate, attention_name, attention_options, pooling="cls",
                positions="sinusoidal", causal=False, dtype="float32", rngs):
-    if pooling not in ("cls", "mean"):
-      raise ValueError(f"pooling={pooling!r}; expected 'cls' or 'mean'")
+    if pooling not in ("cls", "mean", "none"):
+      raise ValueError(f"pooling={pooling!r}; expected 'cls', 'mean' or 'none'")
     if positions not in ("sinusoidal", "learned"):
       raise ValueError(f"positions={positions!r}; expected 'sinusoidal' or 'learned'")
     self.pooling, self.dtype = pooling, attention.compute_dtype(dtype)
@@ -76,20 +82,30 @@ class Encoder(nnx.Module):
         for _ in range(num_layers)])
     self.final_norm = nnx.LayerNorm(emb_dim, dtype=self.dtype, param_dtype=jnp.float32, rngs=rngs)
 
-  def __call__(self, tokens, mask):
+  def __call__(self, tokens, mask, offset=0):
     x = self.embed(tokens)
     if self.cls is not None:
       cls = jnp.broadcast_to(self.cls[...].astype(x.dtype), (x.shape[0], 1, x.shape[2]))
       x = jnp.concatenate([cls, x], 1)
       mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], 1)
-    x = self.dropout(x + self.positions[...][:x.shape[1]].astype(x.dtype))
+    x = self.dropout(x + self.position_table(x.shape[1], offset).astype(x.dtype))
     for block in self.blocks:
       x = block(x, mask)
     x = self.final_norm(x)
+    if self.pooling == "none":
+      return x
     if self.cls is not None:
       return x[:, 0]
     weights = mask[..., None].astype(jnp.float32)
     return jnp.sum(x * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
+
+  def position_table(self, length: int, offset=0) -> jax.Array:
+    """[length, emb_dim]: the positions of tokens offset .. offset + length - 1 (offset may be
+    traced)."""
+    table = self.positions[...]
+    if isinstance(offset, int) and offset == 0 and length <= table.shape[0]:
+      return table[:length]
+    return jnp.take(table, (offset + jnp.arange(length)) % table.shape[0], axis=0)
 
 
 class ClassifierHead(nnx.Module):
@@ -135,6 +151,57 @@ class DualEncoderClassifier(nnx.Module):
     x1, x2 = (self.encoder(batch[name], token_mask(batch[name], self.padding_id))
               for name in ("inputs1", "inputs2"))
     return self.head(jnp.concatenate([x1, x2, x1 * x2, x1 - x2], -1))
+
+
+class LanguageModel(nnx.Module):
+  """Causal byte-level LM: batch {"inputs": [B, L] int32} -> next-byte logits [B, L, vocab_size].
+
+  The `Encoder` with causal attention and no pooling, then a linear map to the vocabulary. A
+  segment has no padding token: the loss weights mark padded targets, and causal attention keeps
+  the trailing padding of a last segment from reaching real positions, so attention gets no mask.
+  Positions repeat with period max_length (the segment length): the byte at stream position t gets
+  position t mod max_length, so segments read one after another (stateful training and evaluation,
+  generation) each restart the positions, and the attention state carried across them (RFA's S, z)
+  is the only context beyond a segment; one causal pass over a whole stream gives the same outputs.
+
+  Decoding: `init_cache(batch_size, length)` creates every layer's decode cache (RFA: its
+  constant-size state; softmax: keys and values of `length` positions) and switches the attention to
+  decode=True, where each call continues the cache over its tokens; `offset` is then the position of
+  the call's first token in the stream.
+  """
+
+  def __init__(self, *, vocab_size, rngs, **encoder_args):
+    self.attention_name = encoder_args["attention_name"]
+    self.encoder = Encoder(vocab_size=vocab_size, pooling="none", causal=True, rngs=rngs,
+                           **encoder_args)
+    self.head = nnx.Linear(encoder_args["emb_dim"], vocab_size, dtype=self.encoder.dtype,
+                           param_dtype=jnp.float32, rngs=rngs)
+
+  def __call__(self, batch, offset=0):
+    return self.head(self.encoder(batch["inputs"], None, offset))
+
+  def decoders(self) -> list[nnx.Module]:
+    """The module holding the decode cache of each block's attention (the first submodule with an
+    `init_cache` method); NotImplementedError for a mechanism that has none."""
+    found = []
+    for block in self.encoder.blocks:
+      modules = [module for _, module in nnx.iter_modules(block.attention)
+                 if callable(getattr(module, "init_cache", None))]
+      if not modules:
+        raise NotImplementedError(
+            f"attention {self.attention_name!r} has no decoding path (a cache that continues over "
+            "new tokens); the mechanisms that decode are softmax (a key/value cache) and "
+            "rfa_gaussian / rfa_arccos (a constant-size state)")
+      found.append(modules[0])
+    return found
+
+  def init_cache(self, batch_size: int, length: int):
+    """Creates zero decode caches for `batch_size` streams of up to `length` tokens; sets
+    decode=True."""
+    emb_dim = self.head.in_features
+    for module in self.decoders():
+      module.init_cache((batch_size, length, emb_dim), dtype=self.encoder.dtype)
+      module.decode = True
 
 
 def token_mask(tokens, padding_id):

@@ -1,5 +1,6 @@
 """Data parallelism over every device of every host: a 1-D `Mesh` named "data", batches split along it,
-parameters and optimiser state replicated. `jax.jit` with `NamedSharding` does what `pmap` did.
+parameters and optimiser state replicated, per-row state (the stateful LM's carry) split like the
+batch. `jax.jit` with `NamedSharding` does what `pmap` did.
 
 Multi-host (TPU pods, several GPU machines): call `initialize_distributed()` first; each process reads
 its own shard of every global batch and `global_batch` assembles the global array.
@@ -65,6 +66,17 @@ def replicate(tree, mesh: Mesh):
       data = jax.make_array_from_process_local_data(sharding, np.asarray(jax.random.key_data(x)))
       return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
     return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+  return jax.tree.map(put, tree)
+
+
+def shard_rows(tree, mesh: Mesh):
+  """A host-identical pytree of per-row arrays [global_batch, ...] split along the batch axis like
+  the batches (each device holds its rows' state, e.g. the carried LM state); scalars replicated."""
+  def put(x):
+    x = np.asarray(x)
+    sharding = batch_sharded(mesh) if x.ndim else replicated(mesh)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
   return jax.tree.map(put, tree)
 

@@ -3,11 +3,23 @@
 `train_and_evaluate(config, workdir)` trains with one `jax.jit` step over a data-parallel mesh of all
 devices, evaluates on the validation split every `eval_every` steps, keeps the latest and the best
 checkpoints, tests the best one and writes `results.json`. Re-running the same command resumes.
+
+The causal task `lm` runs through the same loop with its own hooks: the model is
+`models.LanguageModel`, batches come from `lra.data.lm` (contiguous byte segments), every metric is
+per predicted byte (loss in nats, next-byte accuracy, bits_per_byte = loss / ln 2) and the best
+checkpoint has the lowest validation bits per byte. With `task_options.stateful=True` (RFA only) each
+batch row reads one contiguous stream and the train state holds `carry`, the attention state (S, z)
+of every layer for every row (`nnx.Cache`, sharded along the batch axis like the batch): each step
+continues it over the row's next segment (RFA in decode mode, with the fixed evaluation projection,
+so `redraw` does not apply), gradients stop at the segment boundary, and rows whose batch has
+reset=True start again from zero. It is checkpointed with the rest of the state, so a resumed run
+continues it exactly; evaluation then carries its own state through each split from zero.
 """
 
 import dataclasses
 import json
 import logging as std_logging
+import math
 import pathlib
 import time
 
@@ -22,10 +34,11 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
+import rfa_jax
 from lra import data as lra_data
 from lra import models, parallelism, run_record
 from lra.checkpoints import Checkpoints
-from lra.data import listops, pipeline
+from lra.data import listops, lm, pipeline
 from lra.metrics import (MetricsWriter, device_peak_memory_bytes, git_commit, max_rss_bytes,
                          write_json_atomically)
 
@@ -71,86 +84,185 @@ def load_data(config) -> lra_data.TaskData:
                             **options)
 
 
-def build_model(config, *, vocab_size: int, num_classes: int, dual: bool, has_padding: bool,
-                rngs: nnx.Rngs) -> nnx.Module:
-  """The classifier (dual encoder for retrieval) that `config` describes."""
-  model_class = models.DualEncoderClassifier if dual else models.Classifier
+def build_model(config, *, vocab_size: int, num_classes: int | None = None, dual: bool = False,
+                has_padding: bool = False, rngs: nnx.Rngs) -> nnx.Module:
+  """The classifier (dual encoder for retrieval), or for task lm the language model, that `config`
+  describes."""
   m = config.model
-  return model_class(
-      num_classes=num_classes, padding_id=0 if has_padding else None,
+  encoder_args = dict(
       vocab_size=vocab_size, max_length=config.max_length, num_layers=m.num_layers,
       emb_dim=m.emb_dim, num_heads=m.num_heads, qkv_dim=m.qkv_dim, mlp_dim=m.mlp_dim,
       dropout_rate=m.dropout_rate, attention_name=config.attention,
-      attention_options=dict(m.attention_options), pooling=m.pooling, positions=m.positions,
-      dtype=config.dtype, rngs=rngs)
+      attention_options=dict(m.attention_options), positions=m.positions, dtype=config.dtype)
+  if config.task == "lm":
+    return models.LanguageModel(rngs=rngs, **encoder_args)
+  model_class = models.DualEncoderClassifier if dual else models.Classifier
+  return model_class(num_classes=num_classes, padding_id=0 if has_padding else None,
+                     pooling=m.pooling, rngs=rngs, **encoder_args)
+
+
+def model_args(task) -> dict:
+  """The arguments of `build_model` that the task's data decides."""
+  if isinstance(task, lm.LMData):
+    return dict(vocab_size=task.vocab_size)
+  return dict(vocab_size=task.vocab_size, num_classes=task.num_classes, dual=task.dual,
+              has_padding=task.has_padding)
+
+
+def is_stateful(config) -> bool:
+  return config.task == "lm" and bool(config.task_options.get("stateful", False))
+
+
+def check_stateful(model: models.LanguageModel, attention_name: str):
+  """Stateful training carries RFA's recurrent state; other mechanisms have none to carry."""
+  try:
+    decoders = model.decoders()
+  except NotImplementedError:
+    decoders = []
+  if not decoders or not all(isinstance(d, rfa_jax.RFAAttention) for d in decoders):
+    raise ValueError(f"task_options.stateful=True carries RFA's attention state (S, z) across "
+                     f"segments, and attention {attention_name!r} has no such state; use "
+                     "rfa_gaussian or rfa_arccos, or set --config.task_options.stateful=False")
 
 
 def model_rngs(seed: int) -> nnx.Rngs:
   return nnx.Rngs(params=seed, dropout=seed + 1, projection=seed + 2)
 
 
-def _per_example(logits, targets):
-  """Cross-entropy and correctness per example, in float32."""
+def _row_sums(logits, batch) -> dict:
+  """Per batch row, float32 [B]: weighted sums of the cross-entropy (nats), of the correct
+  predictions and of the weights (targets counted). A row is one example (logits [B, classes]) or,
+  for the LM, a segment (logits [B, L, 256], one target per position)."""
   logits = logits.astype(jnp.float32)
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  return loss, (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+  correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+  weights = batch["weights"].astype(jnp.float32)
+  axes = tuple(range(1, loss.ndim))
+  return dict(loss=jnp.sum(loss * weights, axes), correct=jnp.sum(correct * weights, axes),
+              count=jnp.sum(weights, axes))
+
+
+def _reset_rows(carry, reset):
+  """The carried state with the rows where `reset` [B] is True set to zero (leaves [B, ...]; scalar
+  leaves such as cache_index are kept), and no gradient into it: the segment boundary."""
+  def reset_leaf(x):
+    if x.ndim == 0:
+      return x
+    return jnp.where(reset.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x)
+  return jax.lax.stop_gradient(jax.tree.map(reset_leaf, carry))
 
 
 @dataclasses.dataclass
 class Steps:
-  """The jitted train and eval steps over the split model state."""
+  """The jitted train and eval steps over the split model state. With `stateful`, the eval step
+  returns (row sums, carry) and the state holds "carry"."""
   train: callable
   evaluate: callable
+  stateful: bool = False
 
 
-def make_steps(train_graphdef, eval_graphdef, optimizer, mesh) -> Steps:
+def make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding=None) -> Steps:
+  """`state_sharding` (the train state's shardings) is given for stateful training: the carry stays
+  sharded along the batch axis from step to step."""
+  stateful = state_sharding is not None
+
+  def merge(graphdef, state, batch):
+    parts = [state["params"], state["rest"]]
+    if stateful:
+      parts.append(_reset_rows(state["carry"], batch["reset"]))
+    return nnx.merge(graphdef, *parts)
+
   def train_step(state, batch):
-    model = nnx.merge(train_graphdef, state["params"], state["rest"])
+    model = merge(train_graphdef, state, batch)
 
     def loss_fn(model):
-      loss, correct = _per_example(model(batch), batch["targets"])
-      return jnp.mean(loss), jnp.mean(correct)
+      sums = _row_sums(model(batch), batch)
+      count = jnp.maximum(jnp.sum(sums["count"]), 1.0)
+      return jnp.sum(sums["loss"]) / count, jnp.sum(sums["correct"]) / count
 
     gradient = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
     (loss, accuracy), grads = gradient(model)
-    _, _, rest = nnx.split(model, nnx.Param, ...)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     new_state = dict(step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
-                     opt_state=opt_state, rest=rest)
+                     opt_state=opt_state)
+    if stateful:
+      _, _, new_state["carry"], new_state["rest"] = nnx.split(model, nnx.Param, nnx.Cache, ...)
+    else:
+      _, _, new_state["rest"] = nnx.split(model, nnx.Param, ...)
     return new_state, dict(loss=loss, accuracy=accuracy)
 
   def eval_step(state, batch):
-    model = nnx.merge(eval_graphdef, state["params"], state["rest"])
-    loss, correct = _per_example(model(batch), batch["targets"])
-    weights = batch["weights"].astype(jnp.float32)
-    return dict(loss=loss * weights, correct=correct * weights, count=weights)
+    model = merge(eval_graphdef, state, batch)
+    sums = _row_sums(model(batch), batch)
+    return (sums, nnx.state(model, nnx.Cache)) if stateful else sums
 
   # Evaluation returns per-example values, sharded like the batch: no cross-device reduction, so the
   # independent evaluation steps that are in flight at once never wait on each other (see `evaluate`).
-  return Steps(train=jax.jit(train_step, donate_argnums=0),
-               evaluate=jax.jit(eval_step, out_shardings=parallelism.batch_sharded(mesh)))
+  rows = parallelism.batch_sharded(mesh)
+  if not stateful:
+    return Steps(train=jax.jit(train_step, donate_argnums=0),
+                 evaluate=jax.jit(eval_step, out_shardings=rows))
+  return Steps(
+      train=jax.jit(train_step, donate_argnums=0,
+                    out_shardings=(state_sharding, parallelism.replicated(mesh))),
+      evaluate=jax.jit(eval_step, out_shardings=(rows, state_sharding["carry"])), stateful=True)
 
 
 def init_training(config, mesh, **model_args):
   """Builds the model and optimiser; returns (replicated train state, jitted steps).
 
   The state is a dict pytree: step, params (nnx.Param), opt_state, rest (every other variable:
-  rng stream counters, random projections, fixed position tables).
+  rng stream counters, random projections, fixed position tables), and for stateful LM training
+  carry (every layer's decode cache, [batch_size, ...] per leaf, sharded along the batch axis).
   """
   model = build_model(config, rngs=model_rngs(config.seed), **model_args)
+  stateful = is_stateful(config)
+  if stateful:
+    check_stateful(model, config.attention)
+    model.init_cache(config.batch_size, config.max_length)
   model.eval()
   eval_graphdef = nnx.split(model)[0]
   model.train()
-  train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   optimizer = make_optimizer(config)
-  state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-               rest=rest)
-  steps = make_steps(train_graphdef, eval_graphdef, optimizer, mesh)
-  return parallelism.replicate(state, mesh), steps
+  if not stateful:
+    train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                 rest=rest)
+    return (parallelism.replicate(state, mesh),
+            make_steps(train_graphdef, eval_graphdef, optimizer, mesh))
+  train_graphdef, params, carry, rest = nnx.split(model, nnx.Param, nnx.Cache, ...)
+  state = parallelism.replicate(
+      dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+           rest=rest), mesh)
+  state["carry"] = parallelism.shard_rows(carry, mesh)
+  state_sharding = jax.tree.map(lambda x: x.sharding, state)
+  return state, make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding)
+
+
+def train_batches(task, config):
+  """The endless, resumable training batches of the task (this process's rows)."""
+  process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  if isinstance(task, lm.LMData):
+    return task.train_batches(global_batch_size=config.batch_size, seed=config.seed, **process)
+  return pipeline.make_batches(task.splits["train"], global_batch_size=config.batch_size,
+                               seed=config.seed, shuffle=True, repeat=True, **process)
+
+
+def eval_source(task, split: str, config):
+  """What `evaluate` reads: the split's source, or for the LM a fresh pass of its segments."""
+  if isinstance(task, lm.LMData):
+    return task.eval_batches(split, global_batch_size=config.batch_size,
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  return task.splits[split]
 
 
 def evaluate(steps: Steps, state, source, config, mesh, max_batches=-1) -> dict:
   """Loss and accuracy over a whole split (each example counted once), or its first `max_batches`.
+
+  `source`: a random-access source (batched here), or LM batches (`lm.LMBatches`, see
+  `eval_source`), whose examples are the predicted bytes, with bits_per_byte in the result. With
+  stateful steps the carry goes from batch to batch (the first batch resets it).
 
   The steps are dispatched without waiting and all read the same state, so many are in flight at
   once. If a step reduced across devices, each device would wait at that step's rendezvous; on XLA
@@ -159,21 +271,38 @@ def evaluate(steps: Steps, state, source, config, mesh, max_batches=-1) -> dict:
   no cross-device collective, and the sums are taken here per process, with one cross-process sum
   at the end.
   """
-  batches = pipeline.make_batches(
-      source, global_batch_size=config.batch_size, seed=config.seed, shuffle=False, repeat=False,
-      drop_remainder=False, process_index=jax.process_index(),
-      process_count=jax.process_count())
+  if isinstance(source, lm.LMBatches):
+    batches = source
+  else:
+    batches = pipeline.make_batches(
+        source, global_batch_size=config.batch_size, seed=config.seed, shuffle=False,
+        repeat=False, drop_remainder=False, process_index=jax.process_index(),
+        process_count=jax.process_count())
   outputs = []
   for index, batch in enumerate(batches):
     if index == max_batches:
       break
-    outputs.append(steps.evaluate(state, parallelism.global_batch(batch, mesh)))
+    output = steps.evaluate(state, parallelism.global_batch(batch, mesh))
+    if steps.stateful:
+      output, carry = output
+      state = {**state, "carry": carry}
+    outputs.append(output)
   totals = parallelism.sum_across_processes(
       {name: sum(parallelism.local_sum(output[name]) for output in outputs)
        for name in ("loss", "correct", "count")})
   count = totals["count"]
-  return dict(loss=float(totals["loss"] / max(count, 1)),
-              accuracy=float(totals["correct"] / max(count, 1)), num_examples=int(count))
+  result = dict(loss=float(totals["loss"] / max(count, 1)),
+                accuracy=float(totals["correct"] / max(count, 1)), num_examples=int(count))
+  if isinstance(source, lm.LMBatches):
+    result["bits_per_byte"] = result["loss"] / math.log(2)
+  return result
+
+
+def _improves(validation: dict, best: dict) -> bool:
+  """Lower bits per byte (LM), else higher accuracy, than the best so far."""
+  if "bits_per_byte" in validation:
+    return best["step"] is None or validation["bits_per_byte"] < best["bits_per_byte"]
+  return validation["accuracy"] > best["accuracy"]
 
 
 def _check_finite(losses, step):
@@ -195,18 +324,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   task = load_data(config)
   run_record.check_data(workdir, task.data, write=jax.process_index() == 0)
 
-  state, steps = init_training(config, mesh, vocab_size=task.vocab_size,
-                               num_classes=task.num_classes, dual=task.dual,
-                               has_padding=task.has_padding)
+  is_lm = isinstance(task, lm.LMData)
+  state, steps = init_training(config, mesh, **model_args(task))
   checkpoints = Checkpoints(workdir)
-  train_batches = pipeline.make_batches(
-      task.splits["train"], global_batch_size=config.batch_size, seed=config.seed, shuffle=True,
-      repeat=True, process_index=jax.process_index(), process_count=jax.process_count())
-  best = dict(accuracy=-1.0, step=None)
+  batches = train_batches(task, config)
+  best = dict(bits_per_byte=None, step=None) if is_lm else dict(accuracy=-1.0, step=None)
   restored = checkpoints.latest.restore(state)
   if restored is not None:
     state, metadata = restored
-    train_batches.set_state(metadata["data_state"])
+    batches.set_state(metadata["data_state"])
     best = metadata["best"]
     logging.info("Resuming from step %d.", int(state["step"]))
   start_step = int(state["step"])
@@ -229,7 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, desc="train",
                        disable=jax.process_index() != 0, dynamic_ncols=True)
   for step in range(start_step + 1, config.num_train_steps + 1):
-    batch = parallelism.global_batch(next(train_batches), mesh)
+    batch = parallelism.global_batch(next(batches), mesh)
     if compiled_train is None:
       compiled_train = steps.train.lower(state, batch).compile()
       last_time = time.perf_counter()
@@ -247,6 +373,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                      accuracy=float(np.mean([m["accuracy"] for m in logged])),
                      steps_per_sec=steps_per_sec,
                      learning_rate=float(learning_rate_schedule(config)(step)))
+      if is_lm:
+        summary["bits_per_byte"] = summary["loss"] / math.log(2)
       writer.write(step, "train", **summary)
       progress.set_postfix(loss=f"{summary['loss']:.4f}", acc=f"{summary['accuracy']:.3f}",
                            steps_per_s=f"{steps_per_sec:.2f}")
@@ -255,25 +383,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
 
     if step % config.eval_every == 0 or step == config.num_train_steps:
       _check_finite(losses, step)
-      validation = evaluate(steps, state, task.splits["validation"], config, mesh,
+      validation = evaluate(steps, state, eval_source(task, "validation", config), config, mesh,
                             config.num_eval_batches)
       writer.write(step, "validation", **validation)
-      if validation["accuracy"] > best["accuracy"]:
-        best = dict(accuracy=float(validation["accuracy"]), step=step)
+      if _improves(validation, best):
+        metric = "bits_per_byte" if is_lm else "accuracy"
+        best = {metric: float(validation[metric]), "step": step}
         checkpoints.best.save(step, state, dict(best=best))
       last_time = time.perf_counter()
 
     if step % config.checkpoint_every == 0 or step == config.num_train_steps:
       _check_finite(losses, step)
       losses = []
-      checkpoints.latest.save(step, state, dict(data_state=train_batches.get_state(), best=best))
+      checkpoints.latest.save(step, state, dict(data_state=batches.get_state(), best=best))
       last_time = time.perf_counter()
   progress.close()
 
   final_state = state
   if best["step"] is not None:
     final_state, _ = checkpoints.best.restore(state)
-  test = evaluate(steps, final_state, task.splits["test"], config, mesh)
+  test = evaluate(steps, final_state, eval_source(task, "test", config), config, mesh)
   writer.write(best["step"] or config.num_train_steps, "test", **test)
   memory_analysis = compiled_train.memory_analysis() if compiled_train is not None else None
   compiled_bytes = (memory_analysis.temp_size_in_bytes + memory_analysis.argument_size_in_bytes
@@ -282,7 +411,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   results = dict(
       test_accuracy=test["accuracy"], test_loss=test["loss"],
       num_test_examples=test["num_examples"], best_step=best["step"],
-      best_validation_accuracy=best["accuracy"],
       steps_per_sec=float(np.median(times)) if times else None,
       peak_memory_bytes=device_peak if device_peak is not None else compiled_bytes,
       peak_memory_source="device" if device_peak is not None else "xla_compiled_train_step",
@@ -291,6 +419,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
       platform=jax.devices()[0].platform, device_kind=jax.devices()[0].device_kind,
       git_commit=git_commit(),
       num_processes=jax.process_count(), data=task.data, config=config.to_dict())
+  if is_lm:
+    results.update(
+        test_bits_per_byte=test["bits_per_byte"],
+        best_validation_bits_per_byte=best["bits_per_byte"],
+        unigram_test_bits_per_byte=lm.unigram_bits_per_byte(task.splits["train"],
+                                                            task.splits["test"]))
+  else:
+    results["best_validation_accuracy"] = best["accuracy"]
   if jax.process_index() == 0:
     write_json_atomically(workdir / "results.json", results)
   checkpoints.close()
@@ -312,9 +448,16 @@ def _quiet_library_info(record) -> bool:
 
 def _summary(config, results, workdir) -> str:
   speed, memory = results["steps_per_sec"], results["peak_memory_bytes"]
-  return (f"\n{config.task} / {config.attention}: test accuracy {results['test_accuracy']:.4f} "
-          f"(loss {results['test_loss']:.4f}, {results['num_test_examples']} examples, best "
-          f"validation step {results['best_step']})"
+  if "test_bits_per_byte" in results:
+    headline = (f"test {results['test_bits_per_byte']:.4f} bits per byte (unigram "
+                f"{results['unigram_test_bits_per_byte']:.4f}; next-byte accuracy "
+                f"{results['test_accuracy']:.4f}, {results['num_test_examples']} bytes, best "
+                f"validation step {results['best_step']})")
+  else:
+    headline = (f"test accuracy {results['test_accuracy']:.4f} (loss {results['test_loss']:.4f}, "
+                f"{results['num_test_examples']} examples, best validation step "
+                f"{results['best_step']})")
+  return (f"\n{config.task} / {config.attention}: {headline}"
           + (f", {speed:.2f} steps/s" if speed is not None else "")
           + (f", peak memory {memory / 2**20:.1f} MiB" if memory is not None else "")
           + f"; data: {describe_data(results['data'])}"

@@ -48,10 +48,12 @@ class Attention(nnx.Module):
                                  param_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-    """x: [B, L, emb_dim], mask: [B, L] bool (False = padding) -> [B, L, emb_dim]."""
+    """x: [B, L, emb_dim], mask: [B, L] bool (False = padding) or None (no padding)
+    -> [B, L, emb_dim]."""
     q, k, v = (getattr(self, name)(x) if name in self.projections else None
                for name in ("query", "key", "value"))
-    return self.out(self.attend(q, k, v, mask.astype(bool)))
+    mask = jnp.ones(x.shape[:2], bool) if mask is None else mask.astype(bool)
+    return self.out(self.attend(q, k, v, mask))
 
   def attend(self, q, k, v, mask):
     """The mechanism: q, k, v: [B, L, H, d] (or None), mask: [B, L] -> [B, L, H, d]."""

@@ -15,7 +15,7 @@ REQUIRED = ["data_dir", "batch_size", "num_train_steps", "eval_every", "checkpoi
 
 def test_every_task_has_a_config():
   assert {p.stem for p in CONFIGS} == {"listops", "text", "retrieval", "image", "pathfinder",
-                                       "pathx"}
+                                       "pathx", "lm"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

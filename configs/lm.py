@@ -1,0 +1,53 @@
+"""Byte-level causal language modelling (task `lm`): next-byte prediction, bits per byte.
+
+`--config=configs/lm.py:<attention>[,<preset>...]`, e.g. `rfa_gaussian,quick,gated,stateful`.
+`max_length` is the segment length. `task_options.source`: "stdlib" (the running Python's standard
+library sources, offline), "enwik8" / "text8" (`<data_dir>/enwik8[.zip]`, `<data_dir>/text8[.zip]`) or
+"files" (`task_options.files`, comma-separated UTF-8 text paths). `task_options.stateful=True` (RFA
+only) carries each layer's attention state from a segment to the next (see `lra.train`).
+RFA options under `model.attention_options` include `gated` (recency gate) and `chunk_size`.
+"""
+
+from lra import config_lib
+
+PRESETS = {
+    # The README's CPU run (about 10 minutes on 2 cores): a 2-layer, 128-wide model on 128-byte
+    # segments of the offline corpus.
+    "quick": {
+        "max_length": 128, "batch_size": 32, "num_train_steps": 2000, "warmup_steps": 100,
+        "eval_every": 500, "checkpoint_every": 500, "log_every": 100, "num_eval_batches": 40,
+        "learning_rate": 3e-3,
+        "model.num_layers": 2, "model.emb_dim": 128, "model.num_heads": 4, "model.qkv_dim": 128,
+        "model.mlp_dim": 512, "model.dropout_rate": 0.0,
+    },
+    "gated": {"model.attention_options.gated": True},
+    "stateful": {"task_options.stateful": True},
+}
+RFA_ONLY = ("gated", "stateful")
+
+
+def get_config(arg=None):
+  config = config_lib.base_config("lm")
+  config.data_dir = "data/lm"  # enwik8 / text8 live here; stdlib and files need none
+  config.max_length = 512
+  config.batch_size = 32
+  config.num_train_steps = 20000
+  config.eval_every = 1000
+  config.checkpoint_every = 1000
+  config.log_every = 100
+  config.learning_rate = 2e-3
+  config.schedule = "cosine"
+  config.warmup_steps = 1000
+  config.weight_decay = 0.01
+  config.grad_clip = 1.0
+  config.model.update(dict(num_layers=4, emb_dim=256, num_heads=4, qkv_dim=256, mlp_dim=1024,
+                           dropout_rate=0.1, pooling="none"))
+  config.task_options.source = "stdlib"
+  config.task_options.files = ""
+  config.task_options.stateful = False
+  name, *presets = (arg or config.attention).split(",")
+  rfa_presets = [preset for preset in presets if preset in RFA_ONLY]
+  if rfa_presets and not name.startswith("rfa_"):
+    raise ValueError(f"preset(s) {rfa_presets} need an RFA attention (rfa_gaussian, rfa_arccos); "
+                     f"got {name!r}")
+  return config_lib.apply_arg(config, arg, PRESETS)

@@ -1,0 +1,170 @@
+"""The causal LM task: config checks, bits per byte, stateful segments (exactness, resume, devices)."""
+
+import json
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from jax.sharding import Mesh
+
+from lra import config_lib, parallelism, train
+from lra.checkpoints import CheckpointSlot
+from lra.data import lm
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TINY = {
+    "num_train_steps": 6, "eval_every": 3, "checkpoint_every": 2, "log_every": 2,
+    "batch_size": 8, "max_length": 16, "warmup_steps": 2, "num_eval_batches": -1,
+    "model.num_layers": 1, "model.emb_dim": 16, "model.num_heads": 2, "model.qkv_dim": 16,
+    "model.mlp_dim": 32, "model.dropout_rate": 0.1,
+}
+
+
+def write_corpus(path) -> str:
+  """About 12 KB of text with some structure: numbered lines of words."""
+  words = ["alpha", "beta", "gamma", "delta", "rfa", "state", "segment", "byte"]
+  rng = np.random.default_rng(0)
+  lines = [f"{i}: " + " ".join(rng.choice(words, 4)) for i in range(500)]
+  path.write_text("\n".join(lines) + "\n")
+  return str(path)
+
+
+def tiny_config(corpus, arg="rfa_gaussian,gated,stateful", **overrides):
+  config = config_lib.load(str(ROOT / "configs" / "lm.py"), arg)
+  if "num_features" in config.model.attention_options:
+    config.model.attention_options.num_features = 8
+  for key, value in {**TINY, "task_options.source": "files", "task_options.files": corpus,
+                     **overrides}.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def records(workdir):
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [{k: v for k, v in json.loads(line).items() if k != "steps_per_sec"} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  return write_corpus(tmp_path_factory.mktemp("corpus") / "text.txt")
+
+
+@pytest.fixture(scope="module")
+def stateful_run(corpus, tmp_path_factory):
+  """One uninterrupted stateful gated-RFA run on 8 devices."""
+  work = tmp_path_factory.mktemp("stateful") / "work"
+  return work, train.train_and_evaluate(tiny_config(corpus), work)
+
+
+def test_config_keys_presets_and_their_checks():
+  config = config_lib.load(str(ROOT / "configs" / "lm.py"), "rfa_gaussian,quick,gated,stateful")
+  assert config.task == "lm" and config.task_options.source == "stdlib"
+  assert config.task_options.stateful and config.model.attention_options.gated
+  assert config.schedule == "cosine" and "chunk_size" in config.model.attention_options
+  assert not config_lib.load(str(ROOT / "configs" / "lm.py"), "softmax").task_options.stateful
+  with pytest.raises(ValueError, match=r"preset\(s\) \['stateful'\] need an RFA attention"):
+    config_lib.load(str(ROOT / "configs" / "lm.py"), "softmax,stateful")
+
+
+def test_stateful_needs_rfa(corpus, tmp_path):
+  config = tiny_config(corpus, "softmax", **{"task_options.stateful": True})
+  with pytest.raises(ValueError, match="stateful=True carries RFA's attention state.*'softmax'"):
+    train.train_and_evaluate(config, tmp_path)
+
+
+def test_attention_without_a_causal_form_says_so(corpus, tmp_path):
+  with pytest.raises(NotImplementedError, match="no causal variant"):
+    train.train_and_evaluate(tiny_config(corpus, "linformer"), tmp_path)
+
+
+def test_stateful_run_reports_bits_per_byte(stateful_run):
+  work, results = stateful_run
+  assert results["test_bits_per_byte"] == pytest.approx(results["test_loss"] / math.log(2))
+  assert results["best_validation_bits_per_byte"] == min(
+      r["bits_per_byte"] for r in records(work) if r["split"] == "validation")
+  assert results["unigram_test_bits_per_byte"] > 0 and results["data"]["source"] == "files"
+  bounds = results["data"]["splits"]["test"]
+  assert results["num_test_examples"] == bounds[1] - bounds[0] - 1  # every test byte but the first
+  for record in records(work):
+    assert record["bits_per_byte"] == pytest.approx(record["loss"] / math.log(2))
+  assert not any(key.endswith("accuracy") and key.startswith("best") for key in results)
+
+
+def test_stateful_run_resumes_after_an_interruption(stateful_run, corpus, tmp_path, monkeypatch):
+  work, results = stateful_run
+  save = CheckpointSlot.save
+
+  def save_then_die(self, step, state, metadata):
+    save(self, step, state, metadata)
+    if step == 4 and "data_state" in metadata:
+      raise KeyboardInterrupt("killed after the checkpoint of step 4")
+
+  monkeypatch.setattr(CheckpointSlot, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(tiny_config(corpus), tmp_path)
+  monkeypatch.setattr(CheckpointSlot, "save", save)
+  resumed = train.train_and_evaluate(tiny_config(corpus), tmp_path)
+  assert records(tmp_path) == records(work)
+  assert resumed["test_loss"] == results["test_loss"]
+
+
+def test_one_device_gives_the_eight_device_stateful_results(stateful_run, corpus, tmp_path,
+                                                            monkeypatch):
+  work, results = stateful_run
+  monkeypatch.setattr(parallelism, "data_mesh",
+                      lambda: Mesh(np.asarray(jax.devices()[:1]), (parallelism.DATA_AXIS,)))
+  single = train.train_and_evaluate(tiny_config(corpus), tmp_path)
+  assert single["num_devices"] == 8  # the process still sees 8; the mesh holds one
+  np.testing.assert_allclose(single["test_loss"], results["test_loss"], rtol=1e-5)
+  for a, b in zip(records(tmp_path), records(work)):
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("arg", ["rfa_gaussian,gated,stateful", "rfa_arccos,stateful"])
+def test_stateful_evaluation_in_segments_equals_one_causal_pass(corpus, arg):
+  config = tiny_config(corpus, arg, **{"model.dropout_rate": 0.0})
+  task = train.load_data(config)
+  mesh = parallelism.data_mesh()
+  state, steps = train.init_training(config, mesh, **train.model_args(task))
+  stream = task.splits["validation"]
+  segments = train.evaluate(steps, state, task.eval_batches("validation", global_batch_size=8),
+                            config, mesh)
+  batches = task.eval_batches("validation", global_batch_size=8)
+  assert batches.num_batches > 3  # several segments per row
+
+  model = train.build_model(config, vocab_size=256,
+                            rngs=train.model_rngs(config.seed))
+  nnx.update(model, jax.device_get(state["params"]))
+  model.eval()
+  row = math.ceil((len(stream) - 1) / 8)
+  inputs = np.zeros((8, row), np.int32)
+  targets, weights = np.zeros_like(inputs), np.zeros((8, row), np.float32)
+  for r in range(8):  # row r predicts bytes r * row + 1 .. (r + 1) * row, in one pass
+    piece = stream[r * row:(r + 1) * row + 1]
+    inputs[r, :len(piece) - 1], targets[r, :len(piece) - 1] = piece[:-1], piece[1:]
+    weights[r, :len(piece) - 1] = 1
+  logits = model({"inputs": jnp.asarray(inputs)})  # positions repeat every max_length bytes
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(targets))
+  whole = float(jnp.sum(loss * weights) / weights.sum())
+  assert segments["num_examples"] == len(stream) - 1 == weights.sum()
+  np.testing.assert_allclose(segments["loss"], whole, rtol=2e-5)
+
+
+def test_eval_batches_cover_a_split_once_without_state(corpus):
+  config = tiny_config(corpus, "softmax")
+  task = train.load_data(config)
+  mesh = parallelism.data_mesh()
+  state, steps = train.init_training(config, mesh, **train.model_args(task))
+  result = train.evaluate(steps, state, train.eval_source(task, "test", config), config, mesh)
+  assert result["num_examples"] == len(task.splits["test"]) - 1
+  assert result["bits_per_byte"] == pytest.approx(result["loss"] / math.log(2))
+  assert isinstance(train.eval_source(task, "test", config), lm.LMBatches)
