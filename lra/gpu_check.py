@@ -52,12 +52,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGET_LENGTH, HARNESS_TARGET_LENGTH = 16384, 4096
 CAUSAL_FORMS = ("softmax_causal", "rfa_causal_scan", "rfa_causal_chunked", "rfa_gated_chunked")
 # Cumulative shares of the time budget at which each part stops starting new measurements.
-DEADLINES = dict(torch=0.15, bfloat16=0.42, float32=0.55, harness=0.80, training=0.90)
+DEADLINES = dict(torch=0.20, bfloat16=0.45, float32=0.57, harness=0.80, training=0.90)
 
 
 @dataclasses.dataclass
 class Sizes:
-  """Everything a run measures, full or --quick."""
+  """Everything a run measures, full or --quick. Lengths are measured in the order given (the
+  targets' lengths first, so that a spent time budget cuts the others) and shown sorted."""
   lengths: list
   kernel_dtypes: tuple = ("bfloat16", "float32")
   batch: int = 8
@@ -72,11 +73,11 @@ class Sizes:
   bf16_length: int = 4096
   matmul_size: int = 8192
   harness_attentions: tuple = ("softmax", "rfa_gaussian", "rfa_arccos", "linear", "performer")
-  harness_lengths: tuple = (1024, 2048, 3072, 4096, 8192, 16384)
+  harness_lengths: tuple = (4096, 1024, 2048, 3072, 8192, 16384)
   harness_batch: int = 32
   harness_steps: int = 3
   harness_overrides: tuple = ()
-  torch_lengths: tuple = (1024, 4096, 16384)
+  torch_lengths: tuple = (16384, 4096, 1024)
   fla_key_dims: tuple = (64, 128)
   training_attentions: tuple = ("softmax", "rfa_gaussian")
   training: dict = dataclasses.field(default_factory=lambda: {
@@ -86,7 +87,7 @@ class Sizes:
       "task_options.min_length": 500, "task_options.max_length": 2000})
 
 
-FULL = Sizes(lengths=[1024, 2048, 4096, 8192, 16384, 32768])
+FULL = Sizes(lengths=[16384, 1024, 2048, 4096, 8192, 32768])
 QUICK = Sizes(
     lengths=[64], kernel_dtypes=("bfloat16",), batch=1, heads=2, head_dim=16, num_features=8,
     chunk_sizes=(16,),
@@ -370,7 +371,7 @@ def targets(results: dict, sizes: Sizes) -> list[dict]:
 
 
 def kernel_tables(part: dict) -> list[str]:
-  rows, lengths = part["rows"], part["args"]["lengths"]
+  rows, lengths = part["rows"], sorted(part["args"]["lengths"])
   dtype = part["dtype"]
   tables = [
       (f"{dtype}: forward+backward time (ms)", "fwd_bwd", "median_s", 1e3, ".2f"),
@@ -417,7 +418,7 @@ def torch_table(torch: dict, bf16: list) -> str:
   counterpart = {"torch_sdpa": lambda r: "softmax_causal" if r.get("causal") else "softmax",
                  "fla_linear_attn": lambda r: "rfa_causal_chunked",
                  "fla_simple_gla": lambda r: "rfa_gated_chunked"}
-  for r in torch["rows"]:
+  for r in sorted(torch["rows"], key=lambda r: (r["form"], r["length"])):
     form = counterpart[r["form"]](r)
     mine = _row(bf16, form, r["length"], r["mode"])
     value = kernels.ratio(mine, r, "median_s")
@@ -435,8 +436,9 @@ def training_table(runs: list) -> str:
   lines = ["| attention | steps/s (x the first) | peak memory (MiB) | test loss | test accuracy |",
            "|---|---|---|---|---|"]
   for r in runs:
-    if "skipped" in r:
-      lines.append(f"| {r['attention']} | not run: {r['skipped'][:60]} | - | - | - |")
+    if "skipped" in r or r.get("steps_per_sec") is None:
+      lines.append(f"| {r['attention']} | not run: {r.get('skipped', 'no timed interval')[:60]} "
+                   "| - | - | - |")
       continue
     memory = r.get("peak_memory_bytes")
     lines.append(f"| {r['attention']} | {r['steps_per_sec']:.2f} ({r.get('speedup', 1.0):.2f}x) | "
@@ -473,7 +475,7 @@ def markdown(results: dict) -> str:
                torch_table(results["torch"],
                            results["kernels"].get("bfloat16", {}).get("rows", [])),
                f"## Harness (LRA Table 2 protocol, bf16, batch {sizes['harness_batch']})", "",
-               harness.markdown(results["harness"]["rows"], list(sizes["harness_lengths"]),
+               harness.markdown(results["harness"]["rows"], sorted(sizes["harness_lengths"]),
                                 "softmax"),
                f"## Training on generated ListOps (bf16; speed-up against "
                f"{training[0]['attention'] if training else '-'}"

@@ -69,3 +69,25 @@ def test_full_check_needs_a_gpu():
 def test_device_directory_is_a_plain_name():
   assert gpu_check.device_directory("NVIDIA H100 80GB HBM3") == "NVIDIA_H100_80GB_HBM3"
   assert gpu_check.device_directory("  ") == "device"
+
+
+def test_pytorch_rows_meet_their_jax_counterparts():
+  """Targets and table from given rows: RFA's chunked forms against FLA's kernels at the same
+  length, key dimension and mode."""
+  jax_rows = [dict(form=form, label=form, chunk_size=16, length=64, mode="fwd_bwd", median_s=time)
+              for form, time in (("rfa_causal_chunked", 2e-3), ("rfa_gated_chunked", 3e-3),
+                                 ("softmax_causal", 4e-3))]
+  torch_rows = [
+      dict(form="fla_linear_attn", key_dim=16, length=64, mode="fwd_bwd", median_s=1e-3,
+           flops_per_s=1e12, peak_bytes=2**20),
+      dict(form="fla_simple_gla", key_dim=16, length=64, mode="fwd_bwd", median_s=1e-3,
+           flops_per_s=1e12, peak_bytes=2**20),
+      dict(form="torch_sdpa", causal=True, length=64, mode="fwd_bwd",
+           skipped="out of memory: RESOURCE_EXHAUSTED")]
+  results = dict(kernels={"bfloat16": dict(rows=jax_rows)}, torch=dict(rows=torch_rows),
+                 harness=dict(rows=[]))
+  fla = [c for c in gpu_check.targets(results, gpu_check.QUICK) if c["item"] == "2"]
+  assert [(c["value"], c["status"]) for c in fla] == [(2.0, "PASS"), (3.0, "MISS")]
+  table = gpu_check.torch_table(dict(results["torch"], torch_version="2.9"), jax_rows)
+  assert "| fla_linear_attn (key dim 16) | 64 | fwd_bwd | 1.00 | 1.0 | 1.0 | 2.00" in table
+  assert "out of memory" in table
