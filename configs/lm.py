@@ -14,8 +14,8 @@ PRESETS = {
     # The README's CPU run (about 10 minutes on 2 cores): a 2-layer, 128-wide model on 128-byte
     # segments of the offline corpus.
     "quick": {
-        "max_length": 128, "batch_size": 32, "num_train_steps": 2000, "warmup_steps": 100,
-        "eval_every": 500, "checkpoint_every": 500, "log_every": 100, "num_eval_batches": 40,
+        "max_length": 128, "batch_size": 16, "num_train_steps": 1200, "warmup_steps": 100,
+        "eval_every": 300, "checkpoint_every": 300, "log_every": 100, "num_eval_batches": 20,
         "learning_rate": 3e-3,
         "model.num_layers": 2, "model.emb_dim": 128, "model.num_heads": 4, "model.qkv_dim": 128,
         "model.mlp_dim": 512, "model.dropout_rate": 0.0,

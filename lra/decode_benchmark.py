@@ -1,0 +1,265 @@
+"""Decoding speed of the LM at model level: softmax (key/value cache) against RFA (constant state).
+
+    python -m lra.decode_benchmark [--lengths=256,...,8192] [--batch_sizes=1,16] [--quick]
+
+The model is `configs/lm.py`'s (layers, width, heads, RFA features; `--preset` picks a preset). Two
+measurements, each a jitted `lax.fori_loop` of greedy decoding steps (the loop of `lra.generate`):
+
+- Per token at output length T: the decode cache is sized for T tokens (softmax: keys and values of
+  T positions, the least a T-token output needs; RFA: S and z, whatever T) and the loop decodes
+  `--steps` tokens at positions T - steps .. T - 1; time per token = median loop time / steps. The
+  softmax cache has a fixed shape, so its cost follows T, the length it is sized for; RFA's does
+  not depend on T. Reported: the cost at the first and last T and their ratio.
+- Whole output of `--whole_length` tokens after a one-byte prompt (softmax cache sized for it), for
+  softmax, RFA and the same model with attention replaced by the identity (`Identity`): the
+  speed-up of RFA over softmax, and softmax time / identity time, the bound that the model's
+  non-attention work (embedding, MLPs, LayerNorms, the 256-way head) puts on any speed-up of
+  attention alone.
+
+Memory: XLA's compiled memory of each loop (arguments, including the cache, + outputs + temporaries;
+the state is donated) and the cache's own bytes. Medians of `--repeats` after a warm-up, with
+`block_until_ready`; the machine's float32 matmul peak is measured in the same run (DESIGN §9).
+Writes `decode.json` and `decode.md` under `--out`.
+"""
+
+import argparse
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from lra import config_lib, train
+from lra.data import lm
+from rfa_jax.benchmark import compiled_memory_bytes, machine_info, matmul_peak, median_time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MECHANISMS = ("softmax", "rfa_gaussian")
+
+
+class Identity(nnx.Module):
+  """Attention replaced by the identity map (the block still adds x to itself): what the rest of
+  the model costs. Has a no-op decode cache."""
+
+  decode = False
+
+  def init_cache(self, input_shape, dtype=jnp.float32):
+    del input_shape, dtype
+
+  def __call__(self, x, mask):
+    return x
+
+
+def build(config, mechanism: str):
+  """The LM of `config` (an RFA config) with `mechanism`'s attention; "identity": none."""
+  config = config.copy_and_resolve_references()
+  if mechanism == "softmax":
+    config.attention, config.model.attention_options = "softmax", ml_collections.ConfigDict()
+  model = train.build_model(config, vocab_size=lm.VOCAB_SIZE, rngs=train.model_rngs(0))
+  if mechanism == "identity":
+    for block in model.encoder.blocks:
+      block.attention = Identity()
+  return model
+
+
+def cache_bytes(model) -> int:
+  return int(sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Cache))))
+
+
+def decode_loop(model, batch_size: int, cache_length: int, start: int, steps: int):
+  """(compiled loop, state, first tokens): `steps` greedy steps from position `start` of a cache
+  sized for `cache_length` tokens; the loop takes and returns (state, tokens), state donated."""
+  model.eval()
+  model.init_cache(batch_size, cache_length)
+  for module in model.decoders():
+    if getattr(module, "cache_index", None) is not None:
+      module.cache_index[...] = jnp.array(start, jnp.int32)
+  graphdef, state = nnx.split(model)
+
+  def run(state, tokens):
+    def step(i, carry):
+      state, tokens = carry
+      model = nnx.merge(graphdef, state)
+      logits = model({"inputs": tokens[:, None]}, start + i)[:, -1]
+      return nnx.state(model), jnp.argmax(logits, -1).astype(jnp.int32)
+    return jax.lax.fori_loop(0, steps, step, (state, tokens))
+
+  tokens = jnp.zeros((batch_size,), jnp.int32)
+  compiled = jax.jit(run, donate_argnums=0).lower(state, tokens).compile()
+  return compiled, state, tokens
+
+
+def time_loop(compiled, state, tokens, repeats: int) -> dict:
+  """Median time of the loop, feeding each call's state to the next (the state is donated)."""
+  carry = [state, tokens]
+
+  def call(*_):
+    carry[:] = compiled(*carry)
+    return carry[1]
+
+  return median_time(call, (), repeats, max_seconds=120.0)
+
+
+def per_token_rows(config, args) -> list[dict]:
+  rows = []
+  for batch_size in args.batch_sizes:
+    for mechanism in MECHANISMS:
+      for length in args.lengths:
+        model = build(config, mechanism)
+        compiled, state, tokens = decode_loop(model, batch_size, length, length - args.steps,
+                                              args.steps)
+        timing = time_loop(compiled, state, tokens, args.repeats)
+        row = dict(mechanism=mechanism, batch_size=batch_size, output_length=length,
+                   steps=args.steps, seconds_per_token=timing["median_s"] / args.steps,
+                   cache_bytes=cache_bytes(model), **compiled_memory_bytes(compiled),
+                   times_s=timing["times_s"])
+        print(f"{mechanism:>12} batch {batch_size:>2} T={length:>5}: "
+              f"{row['seconds_per_token'] * 1e3:8.3f} ms/token, cache "
+              f"{row['cache_bytes'] / 2**20:8.2f} MiB", flush=True)
+        rows.append(row)
+        del compiled, state, tokens, model
+  return rows
+
+
+def whole_rows(config, args) -> list[dict]:
+  rows = []
+  for batch_size in args.batch_sizes:
+    for mechanism in MECHANISMS + ("identity",):
+      model = build(config, mechanism)
+      compiled, state, tokens = decode_loop(model, batch_size, args.whole_length, 0,
+                                            args.whole_length)
+      timing = time_loop(compiled, state, tokens, args.whole_repeats)
+      row = dict(mechanism=mechanism, batch_size=batch_size, output_length=args.whole_length,
+                 seconds=timing["median_s"], times_s=timing["times_s"],
+                 seconds_per_token=timing["median_s"] / args.whole_length,
+                 cache_bytes=cache_bytes(model), **compiled_memory_bytes(compiled))
+      print(f"{mechanism:>12} batch {batch_size:>2}: {args.whole_length} tokens in "
+            f"{row['seconds']:.3f} s", flush=True)
+      rows.append(row)
+  return rows
+
+
+def summary(per_token: list[dict], whole: list[dict], lengths) -> list[dict]:
+  """Per mechanism and batch size: cost at the first and last length and their ratio; per batch
+  size: RFA's whole-output speed-up over softmax and the identity bound."""
+  def find(rows, **keys):
+    return next(r for r in rows if all(r[k] == v for k, v in keys.items()))
+
+  out = []
+  for batch_size in sorted({r["batch_size"] for r in per_token}):
+    entry = dict(batch_size=batch_size)
+    for mechanism in MECHANISMS:
+      first = find(per_token, mechanism=mechanism, batch_size=batch_size, output_length=lengths[0])
+      last = find(per_token, mechanism=mechanism, batch_size=batch_size, output_length=lengths[-1])
+      entry[mechanism] = dict(first_seconds_per_token=first["seconds_per_token"],
+                              last_seconds_per_token=last["seconds_per_token"],
+                              last_over_first=last["seconds_per_token"]
+                              / first["seconds_per_token"])
+    times = {m: find(whole, mechanism=m, batch_size=batch_size)["seconds"]
+             for m in MECHANISMS + ("identity",)}
+    entry.update(whole_speedup=times["softmax"] / times["rfa_gaussian"],
+                 identity_bound=times["softmax"] / times["identity"],
+                 rfa_attention_share=1 - times["identity"] / times["rfa_gaussian"])
+    out.append(entry)
+  return out
+
+
+def markdown(results: dict) -> str:
+  lengths, model = results["lengths"], results["model"]
+  lines = [f"# LM decoding: time per generated token ({results['machine']['device_kind']}, "
+           f"{model})", "",
+           f"`{results['command']}`; float32 matmul peak "
+           f"{results['matmul_peak']['flops_per_s'] / 1e9:.1f} GFLOP/s.", "",
+           "ms per token with the decode cache sized for T output tokens (softmax: keys and "
+           "values of T positions; RFA: its constant-size state).", "",
+           "| mechanism | batch | " + " | ".join(f"T={t}" for t in lengths)
+           + " | T last / T first | cache at T last |",
+           "|---|---|" + "---|" * len(lengths) + "---|---|"]
+  for entry in results["summary"]:
+    for mechanism in MECHANISMS:
+      rows = [r for r in results["per_token"]
+              if r["mechanism"] == mechanism and r["batch_size"] == entry["batch_size"]]
+      cells = [f"{r['seconds_per_token'] * 1e3:.3f}" for r in rows]
+      lines.append(f"| {mechanism} | {entry['batch_size']} | " + " | ".join(cells)
+                   + f" | {entry[mechanism]['last_over_first']:.2f}x | "
+                   f"{rows[-1]['cache_bytes'] / 2**20:.1f} MiB |")
+  lines += ["", f"Whole output of {results['whole_length']} tokens (one jitted loop):", "",
+            "| batch | softmax s | RFA s | identity s | RFA speed-up | bound (softmax / identity) "
+            "| RFA attention share |", "|---|---|---|---|---|---|---|"]
+  for entry in results["summary"]:
+    batch = entry["batch_size"]
+    seconds = {r["mechanism"]: r["seconds"] for r in results["whole"]
+               if r["batch_size"] == batch}
+    lines.append(f"| {batch} | {seconds['softmax']:.3f} | {seconds['rfa_gaussian']:.3f} | "
+                 f"{seconds['identity']:.3f} | {entry['whole_speedup']:.2f}x | "
+                 f"{entry['identity_bound']:.2f}x | {entry['rfa_attention_share']:.0%} |")
+  lines += ["", "The bound is the speed-up that attention costing nothing would give: the rest of "
+            "the model (embedding, MLPs, LayerNorms, the 256-way output layer) runs at every step "
+            "whatever the attention. RFA attention share: the part of RFA's time that its "
+            "attention takes (1 - identity / RFA).", ""]
+  return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  integers = lambda text: [int(x) for x in text.split(",") if x]
+  parser.add_argument("--preset", default="", help="a preset of configs/lm.py for the model size")
+  parser.add_argument("--lengths", type=integers, default=[256, 512, 1024, 2048, 4096, 8192])
+  parser.add_argument("--batch_sizes", type=integers, default=[1, 16])
+  parser.add_argument("--steps", type=int, default=16, help="tokens timed per measurement")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--whole_length", type=int, default=2048)
+  parser.add_argument("--whole_repeats", type=int, default=3)
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny sizes for a test: lengths 16,32, batch 2, a 1-layer model")
+  parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decode"))
+  args = parser.parse_args(argv)
+  if args.quick:
+    args.lengths, args.batch_sizes, args.steps = [16, 32], [2], 4
+    args.repeats, args.whole_length, args.whole_repeats = 2, 16, 1
+  if args.steps < 1 or any(length <= args.steps for length in args.lengths):
+    raise SystemExit(f"--steps={args.steps} must be at least 1 and below every length "
+                     f"({args.lengths})")
+  return args
+
+
+def lm_config(args):
+  arg = ",".join(["rfa_gaussian"] + ([args.preset] if args.preset else []))
+  config = config_lib.load(str(ROOT / "configs" / "lm.py"), arg)
+  if args.quick:
+    config.model.update(dict(num_layers=1, emb_dim=32, num_heads=2, qkv_dim=32, mlp_dim=64))
+    config.model.attention_options.num_features = 16
+  config.model.dropout_rate = 0.0
+  return config
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  config = lm_config(args)
+  m = config.model
+  started = time.time()
+  results = dict(
+      command="python -m lra.decode_benchmark" + (" --quick" if args.quick else "")
+      + (f" --preset={args.preset}" if args.preset else ""),
+      machine=machine_info(), lengths=args.lengths, batch_sizes=args.batch_sizes,
+      steps=args.steps, whole_length=args.whole_length,
+      model=(f"{m.num_layers} layers, emb {m.emb_dim}, {m.num_heads} heads, qkv {m.qkv_dim}, "
+             f"mlp {m.mlp_dim}, {m.attention_options.num_features} RFA features"),
+      matmul_peak=matmul_peak(256 if args.quick else 1024, args.repeats))
+  results["per_token"] = per_token_rows(config, args)
+  results["whole"] = whole_rows(config, args)
+  results["summary"] = summary(results["per_token"], results["whole"], args.lengths)
+  results["seconds"] = time.time() - started
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "decode.json").write_text(json.dumps(results, indent=2))
+  (out / "decode.md").write_text(markdown(results))
+  print(markdown(results))
+  return results
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,24 @@
+"""The model-level decoding benchmark in its quick mode: every row measured, caches sized as stated."""
+
+import json
+
+from lra import decode_benchmark
+
+
+def test_quick_decode_benchmark_writes_json_and_markdown(tmp_path):
+  results = decode_benchmark.main(["--quick", f"--out={tmp_path}"])
+  saved = json.loads((tmp_path / "decode.json").read_text())
+  assert saved["summary"] == json.loads(json.dumps(results["summary"]))
+  rows = {(r["mechanism"], r["batch_size"], r["output_length"]): r for r in saved["per_token"]}
+  assert set(rows) == {(m, 2, t) for m in decode_benchmark.MECHANISMS for t in (16, 32)}
+  assert all(r["seconds_per_token"] > 0 for r in rows.values())
+  # softmax keeps keys and values of every position; RFA's state does not depend on the length
+  index = 4  # the int32 cache_index of the one layer
+  softmax = [rows["softmax", 2, t]["cache_bytes"] - index for t in (16, 32)]
+  assert softmax[1] == 2 * softmax[0]
+  assert rows["rfa_gaussian", 2, 32]["cache_bytes"] == rows["rfa_gaussian", 2, 16]["cache_bytes"]
+  assert {r["mechanism"] for r in saved["whole"]} == {"softmax", "rfa_gaussian", "identity"}
+  (entry,) = saved["summary"]
+  assert entry["whole_speedup"] > 0 and entry["identity_bound"] > 0
+  markdown = (tmp_path / "decode.md").read_text()
+  assert "| softmax | 2 |" in markdown and "RFA speed-up" in markdown
