@@ -1,6 +1,6 @@
 """Why RFA does not learn ListOps: learning curves of attention variants, with probes of the attention.
 
-    python -m lra.studies.listops [--variants=all|name,...] [--steps=800] [--out=DIR] [--quick]
+    python -m lra.studies.listops [--variants=all|name,...] [--steps=400] [--out=DIR] [--quick]
 
 Every variant trains the `small` ListOps model of configs/listops.py (2 layers, emb 64, 4 heads) on
 generated expressions of 64-256 tokens (`data/listops_64_256`, generated on first use) with the
@@ -65,28 +65,28 @@ class Variant:
 
 
 _RFA = "rfa_gaussian"
-VARIANTS = {
+VARIANTS = {  # in the order `--variants=all` runs them: the most telling first
     "softmax": Variant("softmax", "exact softmax attention"),
-    "linear": Variant("linear", "linear attention, elu + 1 features"),
-    "performer": Variant("performer", "FAVOR+ positive random features (64)"),
     "rfa_gaussian": Variant(_RFA, "RFA sin/cos, the harness default: sigma 1 per head learned, "
                             "1e-6 floor, redraw, 64 features, lr 0.05 rsqrt, CLS"),
-    "rfa_arccos": Variant("rfa_arccos", "RFA relu features (arc-cosine kernel)"),
-    "sigma_init_0.5": Variant(_RFA, "sigma initialised to 0.5",
-                              (("model.attention_options.sigma_init", 0.5),)),
-    "sigma_init_2": Variant(_RFA, "sigma initialised to 2", (("model.attention_options.sigma_init", 2.0),)),
-    "sigma_frozen": Variant(_RFA, "sigma fixed at 1 (no updates)", sigma_lr_scale=0.0),
-    "sigma_lr_x10": Variant(_RFA, "sigma's updates x10", sigma_lr_scale=10.0),
+    "linear": Variant("linear", "linear attention, elu + 1 features"),
     "clamp1": Variant(_RFA, "denominator max(d, 1) (official RFA code)", denominator="clamp1"),
     "rms": Variant(_RFA, "no denominator: numerator / rms(numerator)", denominator="rms"),
-    "fixed_features": Variant(_RFA, "one fixed projection (no redraw)",
-                              (("model.attention_options.redraw", False),)),
-    "features_256": Variant(_RFA, "256 random features", (("model.attention_options.num_features", 256),)),
     "adam_1e-3_cosine": Variant(_RFA, "lr 1e-3, cosine decay",
                                 (("learning_rate", 1e-3), ("schedule", "cosine"))),
+    "sigma_init_2": Variant(_RFA, "sigma initialised to 2", (("model.attention_options.sigma_init", 2.0),)),
+    "sigma_frozen": Variant(_RFA, "sigma fixed at 1 (no updates)", sigma_lr_scale=0.0),
+    "features_256": Variant(_RFA, "256 random features", (("model.attention_options.num_features", 256),)),
+    "fixed_features": Variant(_RFA, "one fixed projection (no redraw)",
+                              (("model.attention_options.redraw", False),)),
+    "mean_pooling": Variant(_RFA, "mean pooling instead of CLS", (("model.pooling", "mean"),)),
+    "performer": Variant("performer", "FAVOR+ positive random features (64)"),
+    "rfa_arccos": Variant("rfa_arccos", "RFA relu features (arc-cosine kernel)"),
+    "sigma_lr_x10": Variant(_RFA, "sigma's updates x10", sigma_lr_scale=10.0),
+    "sigma_init_0.5": Variant(_RFA, "sigma initialised to 0.5",
+                              (("model.attention_options.sigma_init", 0.5),)),
     "softmax_1e-3_cosine": Variant("softmax", "softmax, lr 1e-3, cosine decay",
                                    (("learning_rate", 1e-3), ("schedule", "cosine"))),
-    "mean_pooling": Variant(_RFA, "mean pooling instead of CLS", (("model.pooling", "mean"),)),
 }
 
 
@@ -356,23 +356,27 @@ def plot(records, out: pathlib.Path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  def panels(path, specs, title):
+  colors = plt.get_cmap("tab20").colors
+
+  def panels(path, specs, title, majority_line):
     fig, axes = plt.subplots(1, len(specs), figsize=(5 * len(specs), 4.2))
     for ax, (label, value, log) in zip(axes, specs):
-      for record in records:
+      for index, record in enumerate(records):
         points = [(row["step"], value(row)) for row in record["curve"]]
         points = [(x, y) for x, y in points if y is not None]
         if points:
           style = "-" if record["attention"].startswith("rfa") else "--"
-          ax.plot(*zip(*points), style, marker=".", label=record["name"])
+          ax.plot(*zip(*points), style, marker=".", color=colors[index % len(colors)],
+                  label=record["name"])
       ax.set_xlabel("step")
       ax.set_ylabel(label)
       if log:
         ax.set_yscale("log")
       ax.grid(alpha=0.3)
-    if records and records[0].get("validation_majority_accuracy"):
+    if majority_line and records:
       axes[0].axhline(records[0]["validation_majority_accuracy"], color="gray", lw=0.8)
-    axes[-1].legend(fontsize=7, loc="best")
+    handles = {h.get_label(): h for ax in axes for h in ax.get_lines() if not h.get_label().startswith("_")}
+    axes[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -381,13 +385,13 @@ def plot(records, out: pathlib.Path):
   panels(out / "learning_curves.png",
          [("validation accuracy", lambda r: r["validation_accuracy"], False),
           ("training loss", lambda r: r["train_loss"], False)],
-         "ListOps 64-256 tokens (gray: majority class)")
+         "ListOps 64-256 tokens (gray: majority class)", majority_line=True)
   panels(out / "probes.png",
          [("sigma (mean over heads, layers)", lambda r: _layer_mean(r, "sigma"), False),
           ("exact weights' entropy / log(keys)", lambda r: _layer_mean(r, "exact_entropy"), False),
           ("L1(RFA weights, exact)", lambda r: _layer_mean(r, "weights_l1"), True),
           ("denominators <= floor", lambda r: _layer_mean(r, "denominator_floor"), False)],
-         "Attention probes on one validation batch")
+         "Attention probes on one validation batch (dashed: not RFA)", majority_line=False)
 
 
 def write_outputs(records, setup, out: pathlib.Path):
@@ -400,7 +404,7 @@ def write_outputs(records, setup, out: pathlib.Path):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--variants", default="all", help=f"all or some of: {', '.join(VARIANTS)}")
-  parser.add_argument("--steps", type=int, default=800)
+  parser.add_argument("--steps", type=int, default=400)
   parser.add_argument("--measure-every", type=int, default=100)
   parser.add_argument("--out", default="benchmarks/results/listops_study")
   parser.add_argument("--data-root", default=None, help="folder for the generated data (default data/)")
@@ -421,7 +425,8 @@ def main(argv=None):
     write_json_atomically(path, record)
   records = [json.loads((out / "runs" / f"{name}.json").read_text()) for name in VARIANTS
              if (out / "runs" / f"{name}.json").exists()]
-  command = "python -m lra.studies.listops" + (f" --steps={args.steps}" if args.steps != 800 else "")
+  command = ("python -m lra.studies.listops --variants=" + ",".join(r["name"] for r in records)
+             + (f" --steps={args.steps}" if args.steps != 400 else ""))
   generator = records[0]["data"].get("generator", {}) if records else {}
   setup = dict(command=command, steps=args.steps, measure_every=args.measure_every,
                data=f"seed {generator.get('seed')}, {generator.get('num_train')} train",
