@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import fixtures
 from lra import config_lib, run_record, train
@@ -223,3 +225,13 @@ def test_rerun_may_train_on_and_change_logging_and_evaluation_frequency(referenc
                                        checkpoint_every=4), work)
   assert records(work) == records(root / "work")
   assert json.loads((work / "results.step4.json").read_text())["best_step"] == 4
+
+
+def test_weight_decay_spares_only_rfa_sigma(tmp_path):
+  config = tiny_config(tmp_path)
+  model = train.build_model(config, vocab_size=20, num_classes=10, dual=False, has_padding=True,
+                            rngs=train.model_rngs(0))
+  _, params, _ = nnx.split(model, nnx.Param, ...)
+  mask = jax.tree_util.tree_flatten_with_path(train.decays(params))[0]
+  spared = [jax.tree_util.keystr(path) for path, decayed in mask if not decayed]
+  assert len(spared) == 1 and "sigma" in spared[0] and len(mask) > 10
