@@ -57,12 +57,18 @@ def apply_arg(config, arg: str | None, presets: dict[str, dict]) -> ml_collectio
     if preset not in presets:
       raise ValueError(f"unknown preset {preset!r} in the config argument; this task has: "
                        f"{', '.join(sorted(presets)) or 'none'}")
-    for key, value in presets[preset].items():
-      target = config
-      *parents, leaf = key.split(".")
-      for parent in parents:
-        target = target[parent]
-      target[leaf] = value
+    override(config, presets[preset])
+  return config
+
+
+def override(config, settings: dict) -> ml_collections.ConfigDict:
+  """Sets dotted keys ("model.emb_dim") of `config` to values, as `--config.<key>=<value>` does."""
+  for key, value in settings.items():
+    *parents, leaf = key.split(".")
+    target = config
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
   return config
 
 

@@ -1,5 +1,8 @@
 """Tiny data sets in the official formats of the LRA tasks, written by the tests (no downloads)."""
 
+import json
+import pathlib
+
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -77,3 +80,9 @@ def mock_tfds(num_examples=20):
   """Context in which every tensorflow-datasets data set (`imdb_reviews`, `cifar10`) reads as
   `num_examples` random examples per split, without files or TensorFlow."""
   return tfds.testing.mock_data(num_examples=num_examples)
+
+
+def records(workdir):
+  """The rows of a workdir's metrics.jsonl without their timing (`steps_per_sec`)."""
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [{k: v for k, v in json.loads(line).items() if k != "steps_per_sec"} for line in lines]

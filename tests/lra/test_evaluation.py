@@ -15,14 +15,9 @@ NUM_EXAMPLES, LENGTH = 3001, 256  # 376 batches of 8, the last one padded
 @pytest.fixture(scope="module")
 def setup():
   config = config_lib.load("configs/listops.py", "rfa_gaussian")
-  for key, value in {"batch_size": 8, "max_length": LENGTH, "model.num_layers": 1,
-                     "model.emb_dim": 16, "model.num_heads": 2, "model.qkv_dim": 16,
-                     "model.mlp_dim": 16, "model.attention_options.num_features": 8}.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  config_lib.override(config, {"batch_size": 8, "max_length": LENGTH, "model.num_layers": 1,
+                               "model.emb_dim": 16, "model.num_heads": 2, "model.qkv_dim": 16,
+                               "model.mlp_dim": 16, "model.attention_options.num_features": 8})
   rng = np.random.default_rng(0)
   lengths = rng.integers(1, LENGTH + 1, NUM_EXAMPLES)
   sequences = sources.Ragged([rng.integers(1, 16, n).astype(np.uint8) for n in lengths])

@@ -1,6 +1,5 @@
 """The causal LM task: config checks, bits per byte, stateful segments (exactness, resume, devices)."""
 
-import json
 import math
 import pathlib
 
@@ -12,6 +11,7 @@ import pytest
 from flax import nnx
 from jax.sharding import Mesh
 
+from fixtures import records
 from lra import config_lib, parallelism, train
 from lra.checkpoints import CheckpointSlot
 from lra.data import lm
@@ -38,19 +38,8 @@ def tiny_config(corpus, arg="rfa_gaussian,gated,stateful", **overrides):
   config = config_lib.load(str(ROOT / "configs" / "lm.py"), arg)
   if "num_features" in config.model.attention_options:
     config.model.attention_options.num_features = 8
-  for key, value in {**TINY, "task_options.source": "files", "task_options.files": corpus,
-                     **overrides}.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
-
-
-def records(workdir):
-  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
-  return [{k: v for k, v in json.loads(line).items() if k != "steps_per_sec"} for line in lines]
+  return config_lib.override(config, {**TINY, "task_options.source": "files",
+                                      "task_options.files": corpus, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ TINY = {"max_length": L, "batch_size": B, "warmup_steps": 1, "learning_rate": 1e
 def tiny_config(name, dtype):
   config = config_lib.load(str(ROOT / "configs" / "listops.py"), name)
   config.dtype = dtype
-  for key, value in TINY.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return config_lib.override(config, TINY)
 
 
 def padded_batch(seed=0):

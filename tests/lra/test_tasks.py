@@ -60,12 +60,7 @@ def tiny_config(task, name, **overrides):
   settings = {**TINY, **{f"model.attention_options.{key}": value
                          for key, value in SMALL_OPTIONS.get(name, {}).items()},
               "max_length": LENGTHS[task], **overrides}
-  for key, value in settings.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  config_lib.override(config, settings)
   if task == "text":
     config.task_options.source = "aclimdb"
   return config

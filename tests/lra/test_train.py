@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 import fixtures
+from fixtures import records
 from lra import config_lib, run_record, train
 from lra.data import listops
 
@@ -31,13 +32,7 @@ TINY = {
 
 def tiny_config(data_dir, attention="rfa_gaussian", **overrides):
   config = config_lib.load(str(ROOT / "configs" / "listops.py"), attention)
-  for key, value in {**TINY, "data_dir": str(data_dir), **overrides}.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return config_lib.override(config, {**TINY, "data_dir": str(data_dir), **overrides})
 
 
 def cli_args(config_overrides):
@@ -57,11 +52,6 @@ def run_cli(workdir, data_dir, devices=8, env_extra=None, wait=True, **overrides
   output, _ = process.communicate(timeout=600)
   assert process.returncode == 0, output
   return output
-
-
-def records(workdir):
-  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
-  return [{k: v for k, v in json.loads(line).items() if k != "steps_per_sec"} for line in lines]
 
 
 @pytest.fixture(scope="module")
