@@ -18,7 +18,10 @@ validation batch with the evaluation model, probes each attention layer:
 Variants that change the denominator rule replace `rfa_jax.attention.normalize` while the variant
 is traced (the library is not changed): `clamp1` divides by max(d, 1) as the official RFA code does;
 `rms` drops the denominator and divides the numerator phi(q)^T S by its root mean square over the
-value dimension. `sigma_lr*` scale the optimiser's updates of sigma. Per-dimension sigma (the
+value dimension. `sigma_lr*` scale the optimiser's updates of sigma. The `exact_kernel*` controls
+replace the estimate by the exact kernel it estimates (softmax with logits sigma^2 q^ . k^, i.e. RFA
+with infinitely many features), which separates what the parameterisation (normalised q, k, the
+scale sigma) allows from what the random-feature estimate delivers. Per-dimension sigma (the
 official code's) is not a variant: the library learns one sigma per head, and the estimator's failure
 depends on the scale of sigma q^ . sigma k^, which a per-dimension sigma grows in the same way.
 
@@ -62,6 +65,7 @@ class Variant:
   overrides: tuple = ()  # (dotted config key, value) pairs on top of the study's base config
   denominator: str = "floor"  # "floor" (the library's rule), "clamp1" or "rms"
   sigma_lr_scale: float = 1.0
+  exact_kernel: bool = False  # RFA's kernel computed exactly instead of estimated (a control)
 
 
 _RFA = "rfa_gaussian"
@@ -87,6 +91,11 @@ VARIANTS = {  # in the order `--variants=all` runs them: the most telling first
                               (("model.attention_options.sigma_init", 0.5),)),
     "softmax_1e-3_cosine": Variant("softmax", "softmax, lr 1e-3, cosine decay",
                                    (("learning_rate", 1e-3), ("schedule", "cosine"))),
+    "exact_kernel": Variant(_RFA, "control: the kernel RFA estimates, computed exactly (softmax, "
+                            "logits sigma^2 q^.k^), sigma learned from 1", exact_kernel=True),
+    "exact_kernel_sigma_init_2": Variant(
+        _RFA, "control: exact kernel, sigma initialised to 2",
+        (("model.attention_options.sigma_init", 2.0),), exact_kernel=True),
 }
 
 
@@ -131,6 +140,17 @@ def _rms(numerator, denominator):
 _RULES = {"clamp1": _clamp1, "rms": _rms}
 
 
+def _exact_kernel_attention(q, k, v, projection, *, kind="gaussian", sigma=1.0, key_mask=None):
+  """What `rfa_cross` estimates, computed exactly: softmax over keys of sigma_h^2 q^ . k^."""
+  del projection, kind
+  qn, kn = l2_normalize(q.astype(jnp.float32)), l2_normalize(k.astype(jnp.float32))
+  logits = jnp.einsum("bihd,bjhd->bhij", qn, kn) * jnp.reshape(sigma, (-1, 1, 1)) ** 2
+  if key_mask is not None:
+    logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  return jnp.einsum("bhij,bjhd->bihd", weights, v.astype(jnp.float32)).astype(v.dtype)
+
+
 def _scaled_sigma_optimizer(scale):
   def make_optimizer(config):
     base = _ORIGINAL_MAKE_OPTIMIZER(config)
@@ -145,16 +165,18 @@ _ORIGINAL_MAKE_OPTIMIZER = train_lib.make_optimizer
 
 @contextlib.contextmanager
 def patched(variant: Variant):
-  """Applies the variant's denominator rule and sigma learning rate; restores them on exit."""
-  saved = rfa_jax.attention.normalize, train_lib.make_optimizer
+  """Applies the variant's denominator rule, sigma learning rate and exact kernel; restores them."""
+  saved = rfa_jax.attention.normalize, train_lib.make_optimizer, rfa_jax.module.rfa_cross
   if variant.denominator != "floor":
     rfa_jax.attention.normalize = _RULES[variant.denominator]
   if variant.sigma_lr_scale != 1.0:
     train_lib.make_optimizer = _scaled_sigma_optimizer(variant.sigma_lr_scale)
+  if variant.exact_kernel:
+    rfa_jax.module.rfa_cross = _exact_kernel_attention
   try:
     yield
   finally:
-    rfa_jax.attention.normalize, train_lib.make_optimizer = saved
+    rfa_jax.attention.normalize, train_lib.make_optimizer, rfa_jax.module.rfa_cross = saved
 
 
 # --- probes --------------------------------------------------------------------------------------
@@ -281,8 +303,10 @@ def train_variant(name: str, variant: Variant, *, steps: int, measure_every: int
   majority = float(np.max(np.bincount(targets)) / len(targets))
   return dict(name=name, attention=variant.attention, description=variant.description,
               overrides=dict(variant.overrides), denominator=variant.denominator,
-              sigma_lr_scale=variant.sigma_lr_scale, steps=steps, curve=curve,
-              validation_majority_accuracy=majority, data=task.data, config=config.to_dict())
+              sigma_lr_scale=variant.sigma_lr_scale, exact_kernel=variant.exact_kernel,
+              steps=steps, curve=curve,
+              validation_majority_accuracy=majority, data=task.data, config=config.to_dict(),
+              commit=git_commit(), date=time.strftime("%Y-%m-%d"))
 
 
 
@@ -321,6 +345,7 @@ def _cell(value, digits=3):
 
 def to_markdown(records, setup) -> str:
   majority = records[0]["validation_majority_accuracy"] if records else None
+  commits = sorted({record.get("commit", "unrecorded") for record in records})
   lines = [
       "# ListOps study: attention variants on 64-256-token expressions",
       "",
@@ -328,7 +353,9 @@ def to_markdown(records, setup) -> str:
       f"4 heads, mlp 128), max_length 256, batch 32, generated data ({setup['data']}); every variant "
       f"{setup['steps']} steps, validation on the whole validation split every {setup['measure_every']} "
       f"steps; probes on one validation batch with the evaluation model. Majority class: "
-      f"{_cell(majority)} of validation. {setup['device']}, commit {setup['commit']}, {setup['date']}.",
+      f"{_cell(majority)} of validation. {setup['device']}; tables written at commit "
+      f"{setup['commit']}, {setup['date']}; the runs' commits: {', '.join(commits)} (per run in "
+      f"runs/<variant>.json).",
       "",
       "Columns after the accuracies are the last measurement's layer means: sigma; entropy / max "
       "weight = the exact weights the layer's q, k, sigma ask for (entropy / log(keys), 1 = uniform); "
