@@ -28,7 +28,6 @@ any backend, for CI.
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
@@ -39,7 +38,6 @@ import sys
 import tempfile
 import time
 
-import jax
 import jax.numpy as jnp
 
 import rfa_jax

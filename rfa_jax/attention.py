@@ -6,7 +6,6 @@ scaled by sigma (scalar or [heads]); as num_features grows the output tends to s
 logits sigma^2 q^ . k^ (gaussian). Features, states and sums are float32; the output has v's dtype.
 """
 
-import jax
 import jax.numpy as jnp
 
 from rfa_jax import causal as causal_forms

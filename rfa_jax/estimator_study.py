@@ -47,7 +47,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rfa_jax.attention import rfa_cross
 from rfa_jax.normalizer import DENOMINATOR_FLOOR

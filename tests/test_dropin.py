@@ -3,7 +3,6 @@ conventions (a decoder-only LM as in Flax's lm1b_nnx, an encoder-decoder as in w
 the same for both classes; RFA only adds `causal=True` to decoder self attention."""
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -1,7 +1,9 @@
 """Tiny data sets in the official formats of the LRA tasks, written by the tests (no downloads)."""
 
 import json
+import os
 import pathlib
+import re
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -16,6 +18,13 @@ LISTOPS_EXPRESSIONS = [("( ( ( ( ( [MAX 2 ) 9 ) ( ( ( [MIN 4 ) 7 ) ] ) ) 0 ) ] )
 AAN_ROWS = [("1.0", "P01-1", "P02-2", "Citing paper \"A\".", "Cited paper B."),
             ("0", "P01-1", "P03-3", "Citing paper \"A\".", "Unrelated caf\u00e9."),
             ("0.0", "P03-3", "P02-2", "Unrelated caf\u00e9.", "Cited paper B.")]
+
+
+def subprocess_env(devices: int, **extra) -> dict:
+  """The environment for a command-line run on `devices` CPU devices, with the tests' XLA flags."""
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ["XLA_FLAGS"])
+  return dict(os.environ, JAX_PLATFORMS="cpu", **extra,
+              XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}".strip())
 
 
 def write_listops_tsv(path, rows, header="Source\tTarget"):

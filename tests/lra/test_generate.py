@@ -1,7 +1,6 @@
 """Generation: greedy sampling through the decode cache equals the argmax of the full causal
 forward; the CLI samples from a trained workdir."""
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import fixtures
 from lra import generate, models, train
 from test_lm import tiny_config, write_corpus
 
@@ -65,8 +65,7 @@ def test_cli_samples_from_a_trained_workdir(tmp_path):
   config = tiny_config(corpus, "rfa_gaussian,gated", num_train_steps=2, eval_every=2,
                        checkpoint_every=2)
   train.train_and_evaluate(config, tmp_path / "work")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_PLATFORMS="cpu")
+  env = fixtures.subprocess_env(1)
   command = [sys.executable, "-m", "lra.generate", f"--workdir={tmp_path / 'work'}",
              "--prompt=12: alpha", "--num_tokens=20", "--temperature=0"]
   result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=300)

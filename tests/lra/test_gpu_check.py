@@ -1,13 +1,13 @@
 """scripts/gpu_check.sh --quick end to end (tiny sizes, CPU), and its time budget and refusals."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
+import fixtures
 from lra import gpu_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -16,8 +16,7 @@ FORMS = {"softmax", "rfa", "softmax_causal", "rfa_causal_scan", "rfa_causal_chun
 
 
 def run_script(*args, timeout=600):
-  env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = fixtures.subprocess_env(1, PYTHON=sys.executable)
   completed = subprocess.run([str(ROOT / "scripts" / "gpu_check.sh"), *args], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=timeout)
   assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

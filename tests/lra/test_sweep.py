@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import fixtures
 from lra import attention, sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -119,10 +120,9 @@ def _sweep_cli(root, data_dir):
              "--seeds=0,1", f"--root={root}", "--",
              f"--config.data_dir={data_dir}", *(f"--config.{k}={v}" for k, v in TINY.items())]
   # One device, and a compilation cache that the later runs (same programs) read: 4x less CPU.
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(root.parent / "jax_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  env = fixtures.subprocess_env(1, JAX_COMPILATION_CACHE_DIR=str(root.parent / "jax_cache"),
+                               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 

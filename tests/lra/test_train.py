@@ -40,8 +40,7 @@ def cli_args(config_overrides):
 
 
 def run_cli(workdir, data_dir, devices=8, env_extra=None, wait=True, **overrides):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu", **(env_extra or {}))
+  env = fixtures.subprocess_env(devices, **(env_extra or {}))
   command = [sys.executable, "-m", "lra.train",
              f"--config={ROOT / 'configs' / 'listops.py'}:rfa_gaussian", f"--workdir={workdir}",
              *cli_args({**TINY, "data_dir": data_dir, **overrides})]
