@@ -84,7 +84,8 @@ VARIANTS = {  # in the order `--variants=all` runs them: the most telling first
     "fixed_features": Variant(_RFA, "one fixed projection (no redraw)",
                               (("model.attention_options.redraw", False),)),
     "mean_pooling": Variant(_RFA, "mean pooling instead of CLS", (("model.pooling", "mean"),)),
-    "performer": Variant("performer", "FAVOR+ positive random features (64)"),
+    "performer": Variant("performer", "FAVOR+ positive random features (256, its default), "
+                         "unnormalised q, k"),
     "rfa_arccos": Variant("rfa_arccos", "RFA relu features (arc-cosine kernel)"),
     "sigma_lr_x10": Variant(_RFA, "sigma's updates x10", sigma_lr_scale=10.0),
     "sigma_init_0.5": Variant(_RFA, "sigma initialised to 0.5",
