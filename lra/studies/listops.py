@@ -97,6 +97,12 @@ VARIANTS = {  # in the order `--variants=all` runs them: the most telling first
     "exact_kernel_sigma_init_2": Variant(
         _RFA, "control: exact kernel, sigma initialised to 2",
         (("model.attention_options.sigma_init", 2.0),), exact_kernel=True),
+    "exact_kernel_sigma_init_1.5": Variant(
+        _RFA, "control: exact kernel, sigma initialised to 1.5",
+        (("model.attention_options.sigma_init", 1.5),), exact_kernel=True),
+    "sigma_init_1.5_features_256": Variant(
+        _RFA, "sigma initialised to 1.5, 256 random features",
+        (("model.attention_options.sigma_init", 1.5), ("model.attention_options.num_features", 256))),
 }
 
 
