@@ -102,7 +102,8 @@ VARIANTS = {  # in the order `--variants=all` runs them: the most telling first
         (("model.attention_options.sigma_init", 1.5),), exact_kernel=True),
     "sigma_init_1.5_features_256": Variant(
         _RFA, "sigma initialised to 1.5, 256 random features",
-        (("model.attention_options.sigma_init", 1.5), ("model.attention_options.num_features", 256))),
+        (("model.attention_options.sigma_init", 1.5),
+         ("model.attention_options.num_features", 256))),
 }
 
 
@@ -147,14 +148,22 @@ def _rms(numerator, denominator):
 _RULES = {"clamp1": _clamp1, "rms": _rms}
 
 
-def _exact_kernel_attention(q, k, v, projection, *, kind="gaussian", sigma=1.0, key_mask=None):
-  """What `rfa_cross` estimates, computed exactly: softmax over keys of sigma_h^2 q^ . k^."""
-  del projection, kind
+def exact_gaussian_weights(q, k, sigma, key_mask=None):
+  """The weights RFA's gaussian features estimate: softmax over keys of sigma_h^2 q^ . k^.
+
+  q: [B, Lq, H, d], k: [B, Lk, H, d], sigma: scalar or [H], key_mask: [B, Lk] -> [B, H, Lq, Lk].
+  """
   qn, kn = l2_normalize(q.astype(jnp.float32)), l2_normalize(k.astype(jnp.float32))
   logits = jnp.einsum("bihd,bjhd->bhij", qn, kn) * jnp.reshape(sigma, (-1, 1, 1)) ** 2
   if key_mask is not None:
     logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def _exact_kernel_attention(q, k, v, projection, *, kind="gaussian", sigma=1.0, key_mask=None):
+  """What `rfa_cross` estimates, computed exactly (`exact_gaussian_weights`)."""
+  del projection, kind
+  weights = exact_gaussian_weights(q, k, sigma, key_mask)
   return jnp.einsum("bhij,bjhd->bihd", weights, v.astype(jnp.float32)).astype(v.dtype)
 
 
@@ -227,13 +236,12 @@ def probe_rfa(call):
     key_mask = jnp.ones(q.shape[:2], bool)
   kind, sigma = call.get("kind", "gaussian"), call.get("sigma", 1.0)
   projection = call["projection"]
-  qn, kn = l2_normalize(q.astype(jnp.float32)), l2_normalize(k.astype(jnp.float32))
-  visible = key_mask[:, None, None, :]
   if kind == "gaussian":
-    logits = jnp.einsum("bihd,bjhd->bhij", qn, kn) * jnp.reshape(sigma, (-1, 1, 1)) ** 2
-    exact = jax.nn.softmax(jnp.where(visible, logits, -jnp.inf), -1)
+    exact = exact_gaussian_weights(q, k, sigma, key_mask)
   else:
-    scores = jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1) * visible
+    qn, kn = l2_normalize(q.astype(jnp.float32)), l2_normalize(k.astype(jnp.float32))
+    scores = jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1)
+    scores = scores * key_mask[:, None, None, :]
     exact = scores / jnp.sum(scores, -1, keepdims=True)
   stats, valid, mean = _weight_stats(exact, key_mask)
   estimate = rfa_weights(q, k, projection, kind=kind, sigma=sigma, key_mask=key_mask)
