@@ -18,41 +18,40 @@ from typing import Any, Callable
 import jax.numpy as jnp
 from flax import nnx
 
+from lra import rfa_attention
+from lra.baselines import (bigbird, linear, linformer, local, longformer, nystromformer, performer,
+                           reformer, sinkhorn, softmax, sparse, synthesizer)
+
 DTYPES = ("float32", "bfloat16")
 
-_REGISTRY: dict[str, Callable[..., nnx.Module]] = {}
-
-
-def register(name: str):
-  """Class decorator: registers an attention module under `name`."""
-
-  def wrap(builder):
-    if name in _REGISTRY:
-      raise ValueError(f"attention {name!r} is registered twice")
-    _REGISTRY[name] = builder
-    return builder
-
-  return wrap
-
-
-def _load_builtin():
-  # Importing the modules registers them.
-  from lra import baselines  # noqa: F401
-  from lra import rfa_attention  # noqa: F401
+_MECHANISMS: dict[str, Callable[..., nnx.Module]] = {
+    "softmax": softmax.SoftmaxAttention,
+    "rfa_gaussian": rfa_attention.GaussianRFA,
+    "rfa_arccos": rfa_attention.ArccosRFA,
+    "bigbird": bigbird.BigBirdAttention,
+    "linear": linear.LinearAttention,
+    "linformer": linformer.LinformerAttention,
+    "local": local.LocalAttention,
+    "longformer": longformer.LongformerAttention,
+    "nystromformer": nystromformer.NystromAttention,
+    "performer": performer.PerformerAttention,
+    "reformer": reformer.ReformerAttention,
+    "sinkhorn": sinkhorn.SinkhornAttention,
+    "sparse": sparse.SparseAttention,
+    "synthesizer": synthesizer.SynthesizerAttention,
+}
 
 
 def names() -> list[str]:
   """Sorted names of every registered attention mechanism."""
-  _load_builtin()
-  return sorted(_REGISTRY)
+  return sorted(_MECHANISMS)
 
 
 def default_options(name: str) -> dict[str, Any]:
   """The mechanism's own options (beyond the common arguments) with their defaults."""
-  _load_builtin()
   _check_name(name)
   common = {"self", "emb_dim", "num_heads", "qkv_dim", "max_length", "rngs", "causal", "dtype"}
-  builder = _REGISTRY[name]
+  builder = _MECHANISMS[name]
   parameters = inspect.signature(
       builder.__init__ if inspect.isclass(builder) else builder).parameters.values()
   return {p.name: p.default for p in parameters
@@ -60,8 +59,8 @@ def default_options(name: str) -> dict[str, Any]:
 
 
 def _check_name(name):
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown attention {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+  if name not in _MECHANISMS:
+    raise ValueError(f"unknown attention {name!r}; registered: {', '.join(names())}")
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -79,10 +78,9 @@ def compute_dtype(dtype) -> jnp.dtype:
 def make(name: str, *, emb_dim: int, num_heads: int, qkv_dim: int, max_length: int,
          rngs: nnx.Rngs, causal: bool = False, dtype="float32", **options) -> nnx.Module:
   """Builds the attention module registered under `name` (see the module docstring)."""
-  _load_builtin()
   _check_name(name)
   if qkv_dim % num_heads:
     raise ValueError(f"qkv_dim={qkv_dim} must be divisible by num_heads={num_heads}")
-  return _REGISTRY[name](emb_dim=emb_dim, num_heads=num_heads, qkv_dim=qkv_dim,
+  return _MECHANISMS[name](emb_dim=emb_dim, num_heads=num_heads, qkv_dim=qkv_dim,
                          max_length=max_length, rngs=rngs, causal=causal,
                          dtype=compute_dtype(dtype), **options)

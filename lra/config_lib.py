@@ -35,6 +35,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   config.adam_b1 = 0.9
   config.adam_b2 = 0.98
   config.adam_eps = 1e-9
+  # Factors on the updates of the parameters with these names in their path, e.g.
+  # --config.learning_rate_scales.sigma=10 (RFA's kernel bandwidth); 1 changes nothing.
+  config.learning_rate_scales = ml_collections.ConfigDict({"sigma": 1.0})
   config.task_options = ml_collections.ConfigDict()
   config.model = ml_collections.ConfigDict(dict(
       num_layers=4, emb_dim=512, num_heads=8, qkv_dim=512, mlp_dim=1024, dropout_rate=0.1,

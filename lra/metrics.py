@@ -1,31 +1,15 @@
-"""Workdir outputs: `metrics.jsonl` (one JSON object per logged step and split), TensorBoard event
-files (tensorboardX) and the final `results.json`, written atomically. Only process 0 writes."""
+"""Training metrics: `metrics.jsonl` (one JSON object per logged step and split) and TensorBoard
+event files (tensorboardX). Only process 0 writes."""
 
 import json
-import os
 import pathlib
-import resource
-import subprocess
-import tempfile
 
 import jax
 import numpy as np
 
+from lra.records import write_text_atomically
+
 SCALARS = ("loss", "accuracy", "steps_per_sec", "learning_rate")
-
-
-def write_json_atomically(path, payload):
-  """Writes JSON next to `path` and renames it into place, so a reader never sees half a file."""
-  path = pathlib.Path(path)
-  with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-    json.dump(payload, f, indent=2, default=_to_builtin)
-  os.replace(f.name, path)
-
-
-def _to_builtin(value):
-  if isinstance(value, (np.generic, np.ndarray)):
-    return value.tolist()
-  raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 class MetricsWriter:
@@ -48,9 +32,7 @@ class MetricsWriter:
     kept = [line for line in self.path.read_text().splitlines()
             if line.strip() and json.loads(line)["step"] <= step
             and json.loads(line)["split"] != "test"]
-    tmp = self.path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, self.path)
+    write_text_atomically(self.path, "".join(line + "\n" for line in kept))
 
   def write(self, step: int, split: str, **values):
     if not self.active:
@@ -70,28 +52,3 @@ class MetricsWriter:
 
 def _to_builtin_scalar(value):
   return value.item() if isinstance(value, (np.generic, np.ndarray)) else value
-
-
-def max_rss_bytes() -> int:
-  """Peak resident memory of this process (Linux reports KiB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def device_peak_memory_bytes():
-  """Peak bytes in use on device 0 where the backend reports it (GPU, TPU); None on CPU."""
-  stats = jax.local_devices()[0].memory_stats() or {}
-  return stats.get("peak_bytes_in_use")
-
-
-def git_commit() -> str | None:
-  """HEAD of the checkout this code runs from, with "+dirty" if tracked files differ; None outside
-  a git checkout."""
-  root = pathlib.Path(__file__).resolve().parents[1]
-  try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                            check=True, timeout=10).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return None
-  return commit + ("+dirty" if dirty else "")

@@ -2,15 +2,16 @@
 
 Options (config `model.attention_options`): num_features (64), chunk_size (causal only, None = the
 library default), gated (causal only), redraw (True: new random features at every training step),
-orthogonal (True), sigma_init (1.0). `dtype` (a common argument of the registry) is the dtype of the
-projections; features, states and sums stay float32 inside `rfa_jax` (DESIGN §3).
+orthogonal (True), sigma_init (1.0), normalizer ("floor": the denominator rule, see
+`rfa_jax.normalizer`), exact_kernel (False; True computes the kernel the features estimate exactly, a
+quadratic control). `dtype` (a common argument of the registry) is the dtype of the projections;
+features, states and sums stay float32 inside `rfa_jax`.
 """
 
 import jax.numpy as jnp
 from flax import nnx
 
 import rfa_jax
-from lra.attention import register
 
 
 class RFASelfAttention(nnx.Module):
@@ -20,25 +21,23 @@ class RFASelfAttention(nnx.Module):
 
   def __init__(self, *, emb_dim, num_heads, qkv_dim, max_length, rngs, causal=False,
                num_features=64, chunk_size=None, gated=False, redraw=True, orthogonal=True,
-               sigma_init=1.0, dtype=jnp.float32):
+               sigma_init=1.0, normalizer="floor", exact_kernel=False, dtype=jnp.float32):
     del max_length  # RFA has no length-dependent parameters.
     self.attention = rfa_jax.RFAAttention(
         num_heads, emb_dim, qkv_features=qkv_dim, out_features=emb_dim, num_features=num_features,
         feature_map=self.feature_map, causal=causal, gated=gated, chunk_size=chunk_size, redraw=redraw,
-        orthogonal=orthogonal, sigma_init=sigma_init, dtype=dtype, param_dtype=jnp.float32,
-        rngs=rngs)
+        orthogonal=orthogonal, sigma_init=sigma_init, normalizer=normalizer,
+        exact_kernel=exact_kernel, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
     return self.attention(x, mask=mask)
 
 
-@register("rfa_gaussian")
 class GaussianRFA(RFASelfAttention):
   """RFA with sin/cos random features (Gaussian kernel)."""
   feature_map = "gaussian"
 
 
-@register("rfa_arccos")
 class ArccosRFA(RFASelfAttention):
   """RFA with relu random features (order-1 arc-cosine kernel)."""
   feature_map = "arccos"

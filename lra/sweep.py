@@ -26,7 +26,7 @@ from absl import app, flags
 
 from lra import attention as attention_registry
 from lra import config_lib
-from lra.metrics import write_json_atomically
+from lra.records import write_json_atomically
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 ERROR_FILE = "sweep_error.json"

@@ -39,8 +39,8 @@ from lra import data as lra_data
 from lra import models, parallelism, run_record
 from lra.checkpoints import Checkpoints
 from lra.data import listops, lm, pipeline
-from lra.metrics import (MetricsWriter, device_peak_memory_bytes, git_commit, max_rss_bytes,
-                         write_json_atomically)
+from lra.metrics import MetricsWriter
+from lra.records import device_peak_memory_bytes, git_commit, max_rss_bytes, write_json_atomically
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,20 +60,31 @@ def learning_rate_schedule(config) -> optax.Schedule:
   raise ValueError(f"schedule={config.schedule!r}; expected 'rsqrt' or 'cosine'")
 
 
-def decays(params):
-  """Weight-decay mask: every parameter but RFA's `sigma`, a kernel bandwidth that decay would
-  shrink towards uniform attention (it fell 1 -> 0.9 in 400 ListOps steps from decay alone)."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: "sigma" not in jax.tree_util.keystr(path), params)
+def parameters_named(name: str):
+  """A mask function: True for the parameters with `name` in their path (e.g. "sigma")."""
+  def mask(params):
+    return jax.tree_util.tree_map_with_path(lambda path, _: name in jax.tree_util.keystr(path),
+                                            params)
+  return mask
+
+
+def weight_decay_mask(params):
+  """Every parameter but RFA's `sigma`, a kernel bandwidth that decay would shrink towards uniform
+  attention (it fell 1 -> 0.9 in 400 ListOps steps from decay alone)."""
+  return jax.tree.map(lambda is_sigma: not is_sigma, parameters_named("sigma")(params))
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW (decoupled weight decay, see `decays`) after optional global-norm clipping."""
+  """AdamW (decoupled weight decay, see `weight_decay_mask`) after optional global-norm clipping;
+  then the updates of the parameters named in `config.learning_rate_scales` times their factor."""
   adamw = optax.adamw(learning_rate_schedule(config), b1=config.adam_b1, b2=config.adam_b2,
-                      eps=config.adam_eps, weight_decay=config.weight_decay, mask=decays)
-  if config.grad_clip > 0:
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
-  return adamw
+                      eps=config.adam_eps, weight_decay=config.weight_decay, mask=weight_decay_mask)
+  steps = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
+  steps.append(adamw)
+  for name, factor in sorted(config.learning_rate_scales.items()):
+    if factor != 1.0:
+      steps.append(optax.masked(optax.scale(factor), parameters_named(name)))
+  return steps[0] if len(steps) == 1 else optax.chain(*steps)
 
 
 def load_data(config) -> lra_data.TaskData:
@@ -467,22 +478,8 @@ def _summary(config, results, workdir) -> str:
   return (f"\n{config.task} / {config.attention}: {headline}"
           + (f", {speed:.2f} steps/s" if speed is not None else "")
           + (f", peak memory {memory / 2**20:.1f} MiB" if memory is not None else "")
-          + f"; data: {describe_data(results['data'])}"
+          + f"; data: {run_record.describe_data(results['data'], brief=True)}"
           + f"; results in {pathlib.Path(workdir) / 'results.json'}")
-
-
-def describe_data(data: dict) -> str:
-  """One phrase for the summary line: generated (with the seed), or the files read."""
-  if data.get("generated"):
-    generator = data.get("generator", {})
-    return f"GENERATED (seed {generator.get('seed')}, {generator.get('generator')})"
-  files = data.get("files") or []
-  if files:
-    folders = sorted({str(pathlib.Path(f["path"]).parent) for f in files})
-    return f"{len(files)} files read from {', '.join(folders)}"
-  if "tfds" in data:
-    return f"tensorflow-datasets {data['tfds']} {data.get('version')} in {data.get('data_dir')}"
-  return ", ".join(f"{key}={value}" for key, value in data.items() if not isinstance(value, dict))
 
 
 def main(argv):

@@ -3,12 +3,12 @@
 from rfa_jax.attention import DEFAULT_CHUNK_SIZE, decode_step, prefill, rfa, rfa_cross
 from rfa_jax.causal import DecodeState, init_decode_state
 from rfa_jax.module import RFAAttention
-from rfa_jax.normalizer import DENOMINATOR_FLOOR
+from rfa_jax.normalizer import DENOMINATOR_FLOOR, NORMALIZERS
 from rfa_jax.random_features import feature_dim, feature_map, random_projection
-from rfa_jax.reference import rfa_reference, softmax_attention
+from rfa_jax.reference import kernel_attention, rfa_reference, softmax_attention
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "DENOMINATOR_FLOOR", "DecodeState", "RFAAttention",
-    "decode_step", "feature_dim", "feature_map", "init_decode_state", "prefill", "random_projection",
-    "rfa", "rfa_cross", "rfa_reference", "softmax_attention",
+    "DEFAULT_CHUNK_SIZE", "DENOMINATOR_FLOOR", "NORMALIZERS", "DecodeState", "RFAAttention",
+    "decode_step", "feature_dim", "feature_map", "init_decode_state", "kernel_attention", "prefill",
+    "random_projection", "rfa", "rfa_cross", "rfa_reference", "softmax_attention",
 ]

@@ -1,24 +1,25 @@
-"""Public RFA functions: `rfa` (bidirectional or causal), `rfa_cross` and `decode_step`.
+"""Public RFA functions: `rfa` (bidirectional or causal), `rfa_cross`, `prefill` and `decode_step`.
 
 Shapes: q, k: [batch, length, heads, head_dim], v: [batch, length, heads, value_dim],
 projection: [heads, num_features, head_dim]. Queries and keys are L2-normalised and the projection is
 scaled by sigma (scalar or [heads]); as num_features grows the output tends to softmax attention with
-logits sigma^2 q^ . k^ (gaussian). Features, states and sums are float32; the output has v's dtype.
+logits sigma^2 q^ . k^ (feature_map="gaussian"). `normalizer` is the denominator rule
+(`rfa_jax.normalizer`). Features, states and sums are float32; the output has v's dtype.
 """
 
 import jax.numpy as jnp
 
 from rfa_jax import causal as causal_forms
-from rfa_jax.normalizer import normalize
+from rfa_jax.normalizer import check_normalizer, normalize
 from rfa_jax.random_features import query_key_features
-from rfa_jax.validation import (check_attention_args, check_gate_values, check_kind,
-                                check_projection, check_rank, check_sigma)
+from rfa_jax.validation import (check_attention_args, check_gate_values, check_projection,
+                                check_rank, check_sigma, resolve_feature_map)
 
 DEFAULT_CHUNK_SIZE = 64
 
 
-def noncausal(phi_q, phi_k, v, key_weight=None):
-  """out_i = phi_q_i^T S / stabilize(phi_q_i . z), S = sum_j c_j phi_k_j v_j^T, z = sum_j c_j phi_k_j.
+def _noncausal(phi_q, phi_k, v, key_weight=None, normalizer="floor"):
+  """out_i = normalize(phi_q_i^T S, phi_q_i . z), S = sum_j c_j phi_k_j v_j^T, z = sum_j c_j phi_k_j.
 
   phi_q: [B, Lq, H, F], phi_k: [B, Lk, H, F], v: [B, Lk, H, dv], key_weight c: [B, Lk, H] or None.
   """
@@ -26,7 +27,8 @@ def noncausal(phi_q, phi_k, v, key_weight=None):
     phi_k = phi_k * key_weight[..., None]
   s = jnp.einsum("bjhf,bjhd->bhfd", phi_k, v.astype(jnp.float32))
   z = jnp.sum(phi_k, axis=1)
-  return normalize(jnp.einsum("bihf,bhfd->bihd", phi_q, s), jnp.einsum("bihf,bhf->bih", phi_q, z))
+  return normalize(jnp.einsum("bihf,bhfd->bihd", phi_q, s), jnp.einsum("bihf,bhf->bih", phi_q, z),
+                   normalizer)
 
 
 def _mask_padding(k, v, key_mask):
@@ -37,27 +39,30 @@ def _mask_padding(k, v, key_mask):
   return jnp.where(keep, k, 0), jnp.where(keep, v, 0), key_mask[..., None].astype(jnp.float32)
 
 
-def rfa(q, k, v, projection, *, kind="gaussian", sigma=1.0, causal=False, key_mask=None, gate=None,
-        chunk_size=None):
+def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
+        gate=None, chunk_size=None, normalizer="floor", kind=None):
   """Random feature attention. Returns [batch, length, heads, value_dim].
 
+  feature_map: "gaussian" (sin/cos) or "arccos" (relu); `kind=` is its deprecated name.
   causal=False: every unmasked key is visible (`chunk_size` is unused).
   causal=True: key j is visible to query i when j <= i; `chunk_size=1` runs the token recurrence,
     otherwise the chunked form (default chunk DEFAULT_CHUNK_SIZE); both give the same result.
   key_mask: [batch, length] bool, False = padding. gate: [batch, length, heads] in (0, 1), causal only:
     S_i = g_i S_{i-1} + (1 - g_i) phi(k_i) v_i^T.
+  normalizer: "floor" | "clamp1" | "rms", the denominator rule (`rfa_jax.normalizer`).
   """
-  check_attention_args(q, k, v, projection, kind=kind, sigma=sigma, causal=causal,
-                       key_mask=key_mask, gate=gate, chunk_size=chunk_size)
+  feature_map = resolve_feature_map(feature_map, kind)
+  check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=causal,
+                       key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer)
   k, v, key_weight = _mask_padding(k, v, key_mask)
-  phi_q, phi_k = query_key_features(q, k, projection, kind, sigma)
+  phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   if not causal:
-    return noncausal(phi_q, phi_k, v, key_weight).astype(v.dtype)
-  out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state=None)
+    return _noncausal(phi_q, phi_k, v, key_weight, normalizer).astype(v.dtype)
+  out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, None, normalizer)
   return out.astype(v.dtype)
 
 
-def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state):
+def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normalizer):
   """Dispatches to the token recurrence (chunk_size=1) or the chunked form; returns (out, state)."""
   log_decay = None
   if gate is not None:
@@ -65,52 +70,58 @@ def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state):
     key_weight = (1 - gate) if key_weight is None else key_weight * (1 - gate)
     log_decay = jnp.log(gate)
   if chunk_size == 1:
-    return causal_forms.recurrent(phi_q, phi_k, v, key_weight, gate, initial_state)
+    return causal_forms.recurrent(phi_q, phi_k, v, key_weight, gate, initial_state, normalizer)
   return causal_forms.chunked(phi_q, phi_k, v, key_weight, log_decay, initial_state=initial_state,
-                              chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+                              chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer)
 
 
-def prefill(state, q, k, v, projection, *, kind="gaussian", sigma=1.0, key_mask=None, gate=None,
-            chunk_size=None):
+def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mask=None,
+            gate=None, chunk_size=None, normalizer="floor", kind=None):
   """Causal RFA over a block of tokens that continues from `state` (e.g. a prompt, or a decode cache).
 
   Arguments as in `rfa(..., causal=True)`; returns (new_state, out: [batch, length, heads, value_dim]).
   `prefill(init_decode_state(...), ...)` gives the output of `rfa(..., causal=True)`.
   """
-  check_attention_args(q, k, v, projection, kind=kind, sigma=sigma, causal=True, key_mask=key_mask,
-                       gate=gate, chunk_size=chunk_size)
+  feature_map = resolve_feature_map(feature_map, kind)
+  check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=True,
+                       key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer)
   k, v, key_weight = _mask_padding(k, v, key_mask)
-  phi_q, phi_k = query_key_features(q, k, projection, kind, sigma)
-  out, state = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, state)
+  phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
+  out, state = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, state, normalizer)
   return state, out.astype(v.dtype)
 
 
-def rfa_cross(q, k, v, projection, *, kind="gaussian", sigma=1.0, key_mask=None):
+def rfa_cross(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mask=None,
+              normalizer="floor", kind=None):
   """Cross attention: q: [batch, Lq, heads, head_dim] attends to k, v: [batch, Lk, heads, ...].
 
   key_mask: [batch, Lk] bool, False = padding. Returns [batch, Lq, heads, value_dim].
   """
-  check_attention_args(q, k, v, projection, kind=kind, sigma=sigma, key_mask=key_mask, cross=True)
+  feature_map = resolve_feature_map(feature_map, kind)
+  check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma,
+                       key_mask=key_mask, cross=True, normalizer=normalizer)
   k, v, key_weight = _mask_padding(k, v, key_mask)
-  phi_q, phi_k = query_key_features(q, k, projection, kind, sigma)
-  return noncausal(phi_q, phi_k, v, key_weight).astype(v.dtype)
+  phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
+  return _noncausal(phi_q, phi_k, v, key_weight, normalizer).astype(v.dtype)
 
 
-def decode_step(state, q_t, k_t, v_t, projection, *, kind="gaussian", sigma=1.0, gate_t=None):
+def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sigma=1.0, gate_t=None,
+                normalizer="floor", kind=None):
   """One step of causal RFA. q_t, k_t: [batch, heads, head_dim], v_t: [batch, heads, value_dim],
   gate_t: [batch, heads] in (0, 1) or None. Returns (new_state, out_t: [batch, heads, value_dim]).
 
   Iterating it over a sequence from `init_decode_state` reproduces `rfa(..., causal=True)`.
   """
+  feature_map = resolve_feature_map(feature_map, kind)
   check_rank("q_t", q_t, 3, "[batch, heads, head_dim]")
   if k_t.shape != q_t.shape:
     raise ValueError(f"k_t has shape {k_t.shape}; expected {q_t.shape} (the shape of q_t)")
   if v_t.shape[:2] != q_t.shape[:2] or v_t.ndim != 3:
     raise ValueError(f"v_t has shape {v_t.shape}; expected [batch={q_t.shape[0]}, "
                      f"heads={q_t.shape[1]}, value_dim]")
-  check_kind(kind)
   check_projection(projection, q_t.shape[1], q_t.shape[2])
   check_sigma(sigma, q_t.shape[1])
+  check_normalizer(normalizer)
   expected_state = (q_t.shape[0], q_t.shape[1], None, v_t.shape[2])
   if state.s.shape[:2] != q_t.shape[:2] or state.s.shape[3] != v_t.shape[2]:
     raise ValueError(f"state.s has shape {state.s.shape}; expected {expected_state} "
@@ -122,6 +133,6 @@ def decode_step(state, q_t, k_t, v_t, projection, *, kind="gaussian", sigma=1.0,
     check_gate_values("gate_t", gate_t)
     gate_t = gate_t.astype(jnp.float32)
     key_weight = 1 - gate_t
-  phi_q, phi_k = query_key_features(q_t, k_t, projection, kind, sigma)
-  state, out = causal_forms.recurrent_step(state, phi_q, phi_k, v_t, key_weight, gate_t)
+  phi_q, phi_k = query_key_features(q_t, k_t, projection, feature_map, sigma)
+  state, out = causal_forms.recurrent_step(state, phi_q, phi_k, v_t, key_weight, gate_t, normalizer)
   return state, out.astype(v_t.dtype)

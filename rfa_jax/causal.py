@@ -3,7 +3,8 @@
 All forms compute, for features phi_q, phi_k: [B, L, H, F] and values v: [B, L, H, dv],
 
     S_i = a_i S_{i-1} + c_i phi(k_i) v_i^T,   z_i = a_i z_{i-1} + c_i phi(k_i),
-    out_i = phi(q_i)^T S_i / stabilize(phi(q_i) . z_i),
+    out_i = normalize(phi(q_i)^T S_i, phi(q_i) . z_i)   (`rfa_jax.normalizer`; by default
+           phi(q_i)^T S_i / stabilize(phi(q_i) . z_i)),
 
 with key weights c_i (1 - g_i for a gate, 0 for a padded key) and decays a_i (g_i, or 1 without gate).
 State S: [B, H, F, dv] and normaliser z: [B, H, F] are float32.
@@ -30,7 +31,8 @@ def init_decode_state(batch: int, num_heads: int, feature_dim: int, value_dim: i
                      jnp.zeros((batch, num_heads, feature_dim), jnp.float32))
 
 
-def recurrent_step(state: DecodeState, phi_q, phi_k, v, key_weight=None, decay=None):
+def recurrent_step(state: DecodeState, phi_q, phi_k, v, key_weight=None, decay=None,
+                   normalizer="floor"):
   """One token. phi_q, phi_k: [B, H, F], v: [B, H, dv], key_weight, decay: [B, H] or None (= 1)."""
   if key_weight is not None:
     phi_k = phi_k * key_weight[..., None]
@@ -38,11 +40,12 @@ def recurrent_step(state: DecodeState, phi_q, phi_k, v, key_weight=None, decay=N
   z = state.z if decay is None else state.z * decay[..., None]
   s = s + phi_k[..., :, None] * v[..., None, :].astype(jnp.float32)
   z = z + phi_k
-  out = normalize(jnp.einsum("bhf,bhfd->bhd", phi_q, s), jnp.einsum("bhf,bhf->bh", phi_q, z))
+  out = normalize(jnp.einsum("bhf,bhfd->bhd", phi_q, s), jnp.einsum("bhf,bhf->bh", phi_q, z),
+                  normalizer)
   return DecodeState(s, z), out
 
 
-def recurrent(phi_q, phi_k, v, key_weight=None, decay=None, initial_state=None):
+def recurrent(phi_q, phi_k, v, key_weight=None, decay=None, initial_state=None, normalizer="floor"):
   """Token-by-token `lax.scan` of `recurrent_step`. key_weight, decay: [B, L, H] or None.
 
   Returns (out: [B, L, H, dv] float32, final DecodeState). Plain autodiff keeps every S_i.
@@ -52,12 +55,13 @@ def recurrent(phi_q, phi_k, v, key_weight=None, decay=None, initial_state=None):
     initial_state = init_decode_state(batch, heads, features, v.shape[-1])
   time_major = lambda x: None if x is None else jnp.swapaxes(x, 0, 1)
   xs = tuple(map(time_major, (phi_q, phi_k, v, key_weight, decay)))
-  final, out = jax.lax.scan(lambda state, x: recurrent_step(state, *x), initial_state, xs)
+  final, out = jax.lax.scan(lambda state, x: recurrent_step(state, *x, normalizer=normalizer),
+                            initial_state, xs)
   return jnp.swapaxes(out, 0, 1), final
 
 
 def chunked(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int,
-            initial_state=None):
+            initial_state=None, normalizer="floor"):
   """Chunked form: exact, any length (padded to a multiple of `chunk_size` internally).
 
   Per chunk of C tokens with in-chunk cumulative log-decay b_i = sum_{r<=i} log a_r (<= 0):
@@ -120,5 +124,5 @@ def chunked(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int
   final, prev = jax.lax.scan(carry_state, initial_state, (delta_s, delta_z, decays))
   inter_num = jnp.einsum("bnihf,nbhfd->bnihd", query_scale, prev.s)
   inter_den = jnp.einsum("bnihf,nbhf->bnih", query_scale, prev.z)
-  out = normalize(intra_num + inter_num, intra_den + inter_den)
+  out = normalize(intra_num + inter_num, intra_den + inter_den, normalizer)
   return out.reshape(batch, num_chunks * chunk_size, heads, value_dim)[:, :length], final

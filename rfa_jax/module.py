@@ -1,57 +1,8 @@
 """`RFAAttention`: multi-head random feature attention, a drop-in for Flax 0.12's `nnx.MultiHeadAttention`.
 
-Constructor, call, modes and cache follow `nnx.MultiHeadAttention` (MHA below); what differs:
-
-- Constructor: every MHA argument is accepted. They act as in MHA (the q/k/v/out `LinearGeneral` layers
-  get the initialisers, metadata, precision, promote and dot_general arguments as MHA passes them;
-  `num_kv_heads` shares key/value heads across query-head groups) except:
-  `attention_fn` other than `nnx.dot_product_attention` raises ValueError (RFA is the attention
-  function); `normalize_qk=True` applies MHA's per-head LayerNorms (learned scale, no bias) to q and k
-  before RFA L2-normalises them, so it reweights and centres the directions the features see rather than
-  bounding logits; `precision` applies to those linear layers (the RFA core computes features and states
-  in float32). RFA's own options are keyword-only: num_features, feature_map, causal, gated, chunk_size,
-  redraw, orthogonal, sigma_init, projection_seed.
-- Attention dropout (`dropout_rate`, only when not deterministic): RFA has no weights matrix; it drops
-  whole key/value rows from the numerator, v_j -> v_j m_j / (1 - p) with m_j ~ Bernoulli(1 - p), and
-  keeps the denominator, which is what softmax attention dropout does when its mask is shared by all
-  queries; E[out] is the output without dropout. `broadcast_dropout=True` shares m across batch and
-  heads (MHA shares its mask across them too), False draws it per batch element and head.
-- Randomness: the evaluation projection W [heads, num_features, head_dim] is recomputed in the graph
-  from `projection_seed` (a python int, default 0: part of the graph definition, not of the state), so it
-  is identical for models built eagerly, under `nnx.eval_shape` or `nnx.jit`, and a checkpoint of the
-  Params restored into any freshly built model reproduces evaluation exactly. Give layers distinct
-  seeds (e.g. the layer index) for independent evaluation features per layer. In training
-  (deterministic=False) with redraw=True every call draws a fresh W, and dropout draws its masks, from
-  the call's `rngs=` (an `nnx.Rngs`: stream 'projection', else 'dropout', else 'default' for W; 'dropout',
-  else 'default' for dropout; or an `RngStream` or key) or else from the module's own stream: with
-  keep_rngs=True (default) a fork of the constructor rngs' 'projection', 'dropout' or 'default' stream
-  (the first present) is kept when redraw or dropout needs it, like MHA keeps its dropout rngs; inside a
-  jitted step its counter is part of the state, so each step gets new features. With keep_rngs=False
-  (or none of those streams) the module holds no RngState and `nnx.split(model, nnx.Param)` and
-  `nnx.split(model, nnx.Param, nnx.Cache)` are exhaustive; training calls then need `rngs=`, else a
-  ValueError says so. `deterministic=None` everywhere means evaluation unless dropout_rate > 0, where
-  it is an error as in MHA.
-- Masks (see `rfa_jax.masks`): `[batch, kv_len]` key padding, or `[batch|1, heads|1, q_len|1, kv_len]`
-  as `nnx.make_attention_mask` / `make_causal_mask` / `combine_masks` build them. RFA takes the key
-  padding from the mask (key j kept when some query may see it) and causality from `causal=True` or
-  `is_causal=True` at call (it overlays causality like MHA's is_causal; it cannot turn a causal module
-  bidirectional). A mask that is not exactly key padding (AND causality when causal) apart from all-False
-  rows of padded queries is rejected: a concrete mask raises ValueError (a causal mask given to a
-  non-causal module says so); a traced one (inside jit) cannot raise, so the output of each batch
-  element whose mask is not representable is NaN, as `jnp.linalg.cholesky` reports a matrix that is not
-  positive definite. Rows of padded queries output whatever the key padding gives (MHA outputs the mean
-  of all values there).
-- `sow_weights=True` sows the implicit attention weights a_ij (`rfa_jax.weights.rfa_weights`, before
-  dropout; out = a v) as 'attention_weights' in `nnx.Intermediate`, like MHA: quadratic memory, for
-  introspection; not available when decoding (past keys are folded into the state).
-- Decoding (causal only): `init_cache((batch, max_length, features))` creates `cached_s` [B, H, F, dv],
-  `cached_z` [B, H, F] (float32 whatever `dtype`) and `cache_index` (int32, tokens consumed) as
-  `nnx.Cache`; the state has constant size, so `max_length` only locates MHA-style decode masks whose
-  kv_len is max_length (their columns cache_index.. are the new tokens' padding; earlier columns are
-  ignored, those keys are in the state). With decode=True a call takes one token or several (a prompt,
-  or a training segment) and continues the cached state with the fixed projection; gradients flow
-  through the tokens of the call. `set_view(deterministic=, decode=, batch_size=, max_length=)` serves
-  `nnx.view` and creates the cache when decode=True and both sizes are given.
+The constructor, the call, the modes (`set_attributes`, `nnx.view`) and the decode cache follow
+`nnx.MultiHeadAttention`; the class docstring lists every argument and what differs. The guide is
+docs/rfa_attention.md.
 """
 
 import functools
@@ -70,7 +21,9 @@ from flax.nnx.nn.linear import default_kernel_init
 from rfa_jax.attention import decode_step, prefill, rfa, rfa_cross
 from rfa_jax.causal import DecodeState, init_decode_state
 from rfa_jax.masks import check_representable, read_mask
+from rfa_jax.normalizer import check_normalizer
 from rfa_jax.random_features import FEATURE_MAPS, feature_dim, random_projection
+from rfa_jax.reference import kernel_attention
 from rfa_jax.weights import rfa_weights
 
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
@@ -80,13 +33,71 @@ _STORED_STREAMS = ("projection", "dropout", "default")
 class RFAAttention(nnx.Module):
   """Multi-head RFA: self or cross attention, causal, optionally gated, with a decode cache.
 
-  Per head h, with q, k, v = linear maps of the inputs (head_dim each):
-    out = RFA(q, k, v; W_h, sigma_h)  (see `rfa_jax.rfa`), then a linear map to out_features.
-  - sigma: learned per head (nnx.Param, initialised to `sigma_init`).
-  - gated (causal only): g_t = sigmoid(W_g x_t + b_g), one scalar per head and step, giving
-    S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T.
-  - W: fixed (from projection_seed) in evaluation and decoding, redrawn per call in training when
-    redraw=True (see the module docstring for rngs, masks, dropout and the cache).
+  Per head h, with q, k, v the linear maps of the inputs (head_dim each):
+  out = RFA(q, k, v; W_h, sigma_h) (`rfa_jax.rfa`), then a linear map to out_features.
+
+  Args (those shared with `nnx.MultiHeadAttention`, in its order, act as there unless noted):
+    num_heads, in_features, qkv_features, out_features, in_kv_features: as in MHA.
+    num_kv_heads: grouped key/value heads; query head h uses key/value head h // (num_heads /
+      num_kv_heads).
+    dtype, param_dtype: of the activations / of the parameters. Features, the state (S, z), the
+      normaliser and the cache are float32 whatever `dtype`; the output has `dtype`.
+    broadcast_dropout, dropout_rate: attention dropout when not deterministic. RFA has no weights
+      matrix: it drops whole key/value rows from the numerator, v_j -> v_j m_j / (1 - p),
+      m_j ~ Bernoulli(1 - p), and keeps the denominator (softmax attention dropout with one mask for
+      all queries); E[out] is the output without dropout. broadcast_dropout=True shares m across
+      batch and heads.
+    deterministic: evaluation (fixed projection, no dropout) when True; `None` means evaluation
+      unless dropout_rate > 0, where it is an error as in MHA.
+    precision, kernel_init, out_kernel_init, bias_init, out_bias_init, use_bias, *_promote_dtype,
+      *_dot_general, *_dot_general_cls, *_metadata: passed to the q/k/v/out linear layers (and the
+      q/k LayerNorms) as MHA passes them; the RFA core computes in float32.
+    attention_fn: anything but `nnx.dot_product_attention` raises ValueError (RFA is the attention
+      function).
+    decode: continue the decode cache (causal only; see `init_cache`).
+    normalize_qk: MHA's per-head LayerNorms (learned scale, no bias) on q and k before RFA's own L2
+      normalisation: they reweight and centre the directions the features see.
+    rngs: constructor randomness (parameters; and the kept stream, below).
+    keep_rngs: keep a fork of rngs' 'projection', 'dropout' or 'default' stream (the first present)
+      when redraw or dropout needs one, as MHA keeps its dropout rngs; inside a jitted step its counter
+      is part of the state. With False the module holds no RngState, `nnx.split(model, nnx.Param)`
+      and `nnx.split(model, nnx.Param, nnx.Cache)` are exhaustive, and training calls need `rngs=`.
+    num_features: random features per head (the Gaussian map has 2 * num_features coordinates).
+    feature_map: "gaussian" (sin/cos, the softmax kernel) or "arccos" (relu, arc-cosine kernel).
+    causal: key j visible to query i only when j <= i (`is_causal=True` at call does the same).
+    gated: (causal only) g_t = sigmoid(W_g x_t + b_g) per head and step,
+      S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T.
+    chunk_size: causal form; 1 = token recurrence, None = `rfa_jax.DEFAULT_CHUNK_SIZE`.
+    redraw: draw a fresh projection W at every training call, from the call's `rngs=` (an nnx.Rngs:
+      stream 'projection', else 'dropout', else 'default'; or an RngStream or key), else from the
+      kept stream. Evaluation and decoding always use the fixed projection.
+    orthogonal: orthogonal random projections (`rfa_jax.random_projection`).
+    sigma_init: initial value of the learned per-head sigma (an nnx.Param of shape [heads]).
+    projection_seed: python int; the fixed evaluation projection W [heads, num_features, head_dim]
+      is computed in the graph from it (part of the graph definition, not of the state), so a Params
+      checkpoint restored into any freshly built model reproduces evaluation exactly. Give layers
+      distinct seeds for independent evaluation features.
+    normalizer: the denominator rule, "floor" | "clamp1" | "rms" (`rfa_jax.normalizer`).
+    exact_kernel: compute exactly the kernel attention the features estimate
+      (`rfa_jax.kernel_attention`: RFA with infinitely many features; quadratic in length), as a
+      control. Not with decode=True.
+
+  Call: `module(inputs_q, inputs_k=None, inputs_v=None, *, mask=None, deterministic=None, rngs=None,
+  sow_weights=False, decode=None, is_causal=False, out_sharding=None, qkv_sharding=None)`, with
+  inputs_q: [batch, q_length, in_features] and inputs_k/v: [batch, kv_length, in_kv_features]
+  (default inputs_q), returning [batch, q_length, out_features].
+    mask: `[batch, kv_len]` key padding, or `[batch|1, heads|1, q_len|1, kv_len]` as
+      `nnx.make_attention_mask` / `make_causal_mask` / `combine_masks` build them. RFA takes the key
+      padding from it (key j kept when some query may see it) and causality from `causal` /
+      `is_causal`. A mask that is more than key padding (AND causality when causal), apart from
+      all-False rows of padded queries, raises ValueError when concrete; traced (inside jit), the
+      output of each batch element whose mask RFA cannot apply is NaN. In decoding, a mask over the
+      new tokens or MHA's `[batch, 1, 1, max_length]` form (columns cache_index.. are read).
+    sow_weights: sow the implicit weights a_ij (`rfa_jax.weights.rfa_weights`, out = a v, before
+      dropout) as 'attention_weights' in nnx.Intermediate; read them with
+      `nnx.capture(module, nnx.Intermediate)`. Quadratic memory; not with decode=True.
+    decode: one token or several (a prompt, or a training segment through which gradients flow)
+      continue the cached state (S, z) with the fixed projection.
   """
 
   def __init__(self, num_heads: int, in_features: int, qkv_features: int | None = None,
@@ -109,7 +120,8 @@ class RFAAttention(nnx.Module):
                key_ln_scale_metadata: Mapping[str, Any] = _NO_METADATA,
                num_features: int = 64, feature_map: str = "gaussian", causal: bool = False,
                gated: bool = False, chunk_size: int | None = None, redraw: bool = True,
-               orthogonal: bool = True, sigma_init: float = 1.0, projection_seed: int = 0):
+               orthogonal: bool = True, sigma_init: float = 1.0, projection_seed: int = 0,
+               normalizer: str = "floor", exact_kernel: bool = False):
     if attention_fn is not dot_product_attention:
       raise ValueError(f"attention_fn={attention_fn!r} cannot be used: RFA replaces the attention "
                        "function with its linear-time kernel, which has no attention weights to hand "
@@ -124,6 +136,7 @@ class RFAAttention(nnx.Module):
       raise ValueError(f"dropout_rate={dropout_rate}; expected 0 <= dropout_rate < 1")
     if feature_map not in FEATURE_MAPS:
       raise ValueError(f"feature_map={feature_map!r}; expected one of {FEATURE_MAPS}")
+    check_normalizer(normalizer)
     if gated and not causal:
       raise ValueError("gated=True needs causal=True: the gate is a recency bias of causal attention")
     if not isinstance(projection_seed, (int, np.integer)):
@@ -139,6 +152,7 @@ class RFAAttention(nnx.Module):
     self.num_features, self.feature_map = num_features, feature_map
     self.causal, self.gated, self.chunk_size = causal, gated, chunk_size
     self.redraw, self.orthogonal, self.projection_seed = redraw, orthogonal, int(projection_seed)
+    self.normalizer, self.exact_kernel = normalizer, exact_kernel
 
     def linear(features_in, features_out, **kwargs):
       return nnx.LinearGeneral(features_in, features_out, dtype=dtype, param_dtype=param_dtype,
@@ -240,6 +254,9 @@ class RFAAttention(nnx.Module):
     if decode and not causal:
       raise ValueError("decode=True needs causal=True (a non-causal module has no decode cache); "
                        "call cross attention with decode=False")
+    if decode and self.exact_kernel:
+      raise ValueError("exact_kernel=True has no decode state (it attends to every key exactly); "
+                       "decode with exact_kernel=False")
     if decode and sow_weights:
       raise ValueError("sow_weights=True is not available with decode=True: the cached keys are folded "
                        "into the state and have no weights left")
@@ -255,25 +272,37 @@ class RFAAttention(nnx.Module):
     key_mask, representable = self._read_mask(mask, q.shape, k.shape[1], decode, causal)
     if training and self.dropout_rate > 0:
       v = self._drop_values(v, self._next_key(rngs, "dropout"))
-    options = dict(kind=self.feature_map, sigma=self.sigma[...].astype(jnp.float32))
+    options = dict(feature_map=self.feature_map, sigma=self.sigma[...].astype(jnp.float32),
+                   normalizer=self.normalizer)
 
     if decode:
       projection = self.evaluation_projection()
       out = self._decode(q, k, v, gate, key_mask, projection, options)
+    elif self.exact_kernel:
+      out = kernel_attention(q, k, v, causal=causal, key_mask=key_mask, gate=gate, **options)
     else:
       projection = (self._draw_projection(self._next_key(rngs, "projection"))
                     if training and self.redraw else self.evaluation_projection())
-      if causal:
-        out = rfa(q, k, v, projection, causal=True, key_mask=key_mask, gate=gate,
-                  chunk_size=self.chunk_size, **options)
-      else:
+      if k.shape[1] != q.shape[1]:
         out = rfa_cross(q, k, v, projection, key_mask=key_mask, **options)
+      else:
+        out = rfa(q, k, v, projection, causal=causal, key_mask=key_mask, gate=gate,
+                  chunk_size=self.chunk_size, **options)
     if sow_weights:
-      self.sow(nnx.Intermediate, "attention_weights",
-               rfa_weights(q, k, projection, causal=causal, key_mask=key_mask, gate=gate, **options))
+      self.sow(nnx.Intermediate, "attention_weights", self._weights(
+          q, k, causal, key_mask, gate, options, None if self.exact_kernel else projection))
     if representable is not None:
       out = jnp.where(representable[:, None, None, None], out, jnp.nan)
     return self.out(out, out_sharding=out_sharding)
+
+  def _weights(self, q, k, causal, key_mask, gate, options, projection):
+    """The implicit attention weights a [B, H, Lq, Lk] of this call (out = a v)."""
+    if projection is not None:
+      return rfa_weights(q, k, projection, causal=causal, key_mask=key_mask, gate=gate, **options)
+    eye = jnp.broadcast_to(jnp.eye(k.shape[1], dtype=jnp.float32)[None, :, None, :],
+                           (k.shape[0], k.shape[1], k.shape[2], k.shape[1]))  # v = one-hot keys
+    out = kernel_attention(q, k, eye, causal=causal, key_mask=key_mask, gate=gate, **options)
+    return jnp.moveaxis(out, 2, 1)  # [B, Lq, H, Lk] -> [B, H, Lq, Lk]
 
   def _is_deterministic(self, deterministic):
     value = _first(deterministic, self.deterministic, None)

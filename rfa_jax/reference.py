@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 
 from rfa_jax.normalizer import normalize
-from rfa_jax.random_features import query_key_features
+from rfa_jax.random_features import arccos_kernel, l2_normalize, query_key_features
+from rfa_jax.validation import check_feature_map, resolve_feature_map
 
 
 def softmax_attention(q, k, v, *, causal=False, key_mask=None, scale=None):
@@ -43,19 +44,46 @@ def gate_weights(gate):
   return jnp.where(j[..., 0] <= i[..., 0], (1 - g)[:, :, None, :] * factors.prod(-1), 0.0)
 
 
-def rfa_reference(q, k, v, projection, *, kind="gaussian", sigma=1.0, causal=False, key_mask=None,
-                  gate=None):
-  """RFA with explicit attention weights: out_i = sum_j w_ij A_ij v_j / sum_j w_ij A_ij.
+def rfa_reference(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
+                  key_mask=None, gate=None, normalizer="floor", kind=None):
+  """RFA with explicit attention weights: out_i = normalize(sum_j w_ij A_ij v_j, sum_j w_ij A_ij).
 
-  A_ij = phi(q_i) . phi(k_j) and w_ij as in DESIGN §3 (1, 0 for masked or future keys, gate weights).
-  Quadratic in length; also covers cross attention (Lq != Lk, non-causal).
+  A_ij = phi(q_i) . phi(k_j) and w_ij: 1, 0 for masked or future keys, or the gate weights
+  (`gate_weights`). Quadratic in length; also covers cross attention (Lq != Lk, non-causal).
   """
-  phi_q, phi_k = query_key_features(q, k, projection, kind, sigma)
+  feature_map = resolve_feature_map(feature_map, kind)
+  phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   scores = jnp.einsum("bihf,bjhf->bhij", phi_q, phi_k)
-  weights = _visibility(q.shape[0], q.shape[1], k.shape[1], causal, key_mask).astype(jnp.float32)
+  return _mix(scores, v, causal, key_mask, gate, normalizer)
+
+
+def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
+                     gate=None, normalizer="floor"):
+  """The attention that RFA's random features estimate, computed exactly: RFA with infinitely many
+  features. Quadratic in length; arguments as in `rfa` (no projection).
+
+  A_ij = kappa(sigma q^_i, sigma k^_j) with q^, k^ L2-normalised: gaussian kappa(x, y) =
+  exp(-|x - y|^2 / 2) = exp(sigma^2 (q^ . k^ - 1)) (softmax attention with logits sigma^2 q^ . k^ once
+  normalised), arccos the order-1 arc-cosine kernel, sigma^2 kappa(q^, k^) (its weights do not
+  depend on sigma); then as `rfa_reference`.
+  """
+  check_feature_map(feature_map)
+  qn, kn = l2_normalize(q.astype(jnp.float32)), l2_normalize(k.astype(jnp.float32))
+  sigma_sq = jnp.reshape(jnp.asarray(sigma, jnp.float32), (-1, 1, 1)) ** 2
+  if feature_map == "gaussian":
+    scores = jnp.exp(sigma_sq * (jnp.einsum("bihd,bjhd->bhij", qn, kn) - 1.0))
+  else:
+    scores = sigma_sq * jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1)
+  return _mix(scores, v, causal, key_mask, gate, normalizer)
+
+
+def _mix(scores, v, causal, key_mask, gate, normalizer):
+  """normalize(sum_j w_ij s_ij v_j, sum_j w_ij s_ij) for scores s: [B, H, Lq, Lk]."""
+  q_len, k_len = scores.shape[2:]
+  weights = _visibility(scores.shape[0], q_len, k_len, causal, key_mask).astype(jnp.float32)
   if gate is not None:
     weights = weights * gate_weights(gate)
   scores = scores * weights
   numerator = jnp.einsum("bhij,bjhd->bihd", scores, v.astype(jnp.float32))
   denominator = jnp.einsum("bhij->bih", scores)
-  return normalize(numerator, denominator).astype(v.dtype)
+  return normalize(numerator, denominator, normalizer).astype(v.dtype)

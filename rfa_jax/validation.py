@@ -1,9 +1,12 @@
 """Argument checks shared by every attention form: each raises ValueError before any computation,
 naming the argument, the shape (or value) it got and the one it expects."""
 
+import warnings
+
 import jax
 import numpy as np
 
+from rfa_jax.normalizer import check_normalizer
 from rfa_jax.random_features import FEATURE_MAPS
 
 
@@ -16,9 +19,22 @@ def check_rank(name, x, rank, layout):
     _fail(name, np.shape(x), f"rank {rank}: {layout}")
 
 
-def check_kind(kind):
-  if kind not in FEATURE_MAPS:
-    raise ValueError(f"kind={kind!r} is not a feature map; expected one of {FEATURE_MAPS}")
+def check_feature_map(feature_map):
+  if feature_map not in FEATURE_MAPS:
+    raise ValueError(f"feature_map={feature_map!r} is not a feature map; expected one of "
+                     f"{FEATURE_MAPS}")
+
+
+def resolve_feature_map(feature_map, kind):
+  """The feature map of a call that may use `kind=`, the deprecated name of `feature_map=`."""
+  if kind is not None:
+    warnings.warn("kind= is deprecated: pass feature_map= (same values)", DeprecationWarning,
+                  stacklevel=3)
+    if feature_map not in ("gaussian", kind):
+      raise ValueError(f"feature_map={feature_map!r} and kind={kind!r} disagree; pass feature_map only")
+    feature_map = kind
+  check_feature_map(feature_map)
+  return feature_map
 
 
 def check_projection(projection, num_heads, head_dim):
@@ -44,8 +60,8 @@ def check_gate_values(name, gate):
                      f"[{values.min()}, {values.max()}]. Pass sigmoid(logits).")
 
 
-def check_attention_args(q, k, v, projection, *, kind, sigma, causal=False, key_mask=None,
-                         gate=None, chunk_size=None, cross=False):
+def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=False, key_mask=None,
+                         gate=None, chunk_size=None, cross=False, normalizer="floor"):
   """Validates the arguments of `rfa` (cross=False) and `rfa_cross` (cross=True)."""
   layout = "[batch, length, heads, head_dim]"
   check_rank("q", q, 4, layout)
@@ -57,7 +73,8 @@ def check_attention_args(q, k, v, projection, *, kind, sigma, causal=False, key_
     _fail("k", np.shape(k), f"[batch={batch}, length={k_len}, heads={heads}, head_dim={head_dim}]")
   if np.shape(v)[:3] != (batch, k_len, heads):
     _fail("v", np.shape(v), f"[batch={batch}, length={k_len}, heads={heads}, value_dim]")
-  check_kind(kind)
+  check_feature_map(feature_map)
+  check_normalizer(normalizer)
   check_projection(projection, heads, head_dim)
   check_sigma(sigma, heads)
   if key_mask is not None and np.shape(key_mask) != (batch, k_len):

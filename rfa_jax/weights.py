@@ -2,23 +2,26 @@
 
 RFA never forms a weights matrix, but its output is exactly `out_i = sum_j a_ij v_j` with
 
-    a_ij = w_ij phi(q_i) . phi(k_j) / stabilize(sum_j' w_ij' phi(q_i) . phi(k_j')),
+    a_ij = w_ij phi(q_i) . phi(k_j) * c_i,   c_i = 1 / stabilize(sum_j' w_ij' phi(q_i) . phi(k_j')),
 
-w_ij as in DESIGN §3 (0 for padded or future keys, gate decays (1 - g_j) prod_{j<r<=i} g_r) and the
-denominator rule of `rfa_jax.normalizer`. Rows need not be non-negative (sin/cos features) but sum to
-1 wherever the denominator is above the floor.
+w_ij: 1, 0 for padded or future keys, gate decays (1 - g_j) prod_{j<r<=i} g_r; c_i the denominator
+rule of `rfa_jax.normalizer` ("clamp1": 1 / max(d, 1); "rms" has no weights). Rows need not be
+non-negative (sin/cos features) but sum to 1 wherever the floor rule's denominator is above the floor.
 """
 
 import jax.numpy as jnp
 
-from rfa_jax.normalizer import stabilize
+from rfa_jax.normalizer import normalize
 from rfa_jax.random_features import query_key_features
 
 
-def rfa_weights(q, k, projection, *, kind="gaussian", sigma=1.0, causal=False, key_mask=None,
-                gate=None):
+def rfa_weights(q, k, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
+                gate=None, normalizer="floor"):
   """q: [B, Lq, H, d], k: [B, Lk, H, d] -> a: [B, H, Lq, Lk] float32 (arguments as in `rfa`)."""
-  phi_q, phi_k = query_key_features(q, k, projection, kind, sigma)
+  if normalizer == "rms":
+    raise ValueError("normalizer='rms' scales each query's output by the numerator's own RMS, which "
+                     "depends on the values: it has no attention weights of its own")
+  phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   scores = jnp.einsum("bihf,bjhf->bhij", phi_q, phi_k)
   q_len, k_len = q.shape[1], k.shape[1]
   if key_mask is not None:
@@ -30,4 +33,4 @@ def rfa_weights(q, k, projection, *, kind="gaussian", sigma=1.0, causal=False, k
     log_gate = jnp.cumsum(jnp.log(jnp.moveaxis(gate.astype(jnp.float32), -1, 1)), axis=-1)  # [B, H, L]
     gap = jnp.where(past, log_gate[..., :, None] - log_gate[..., None, :], -jnp.inf)
     scores = scores * jnp.exp(gap) * (1 - jnp.moveaxis(gate.astype(jnp.float32), -1, 1))[..., None, :]
-  return scores / stabilize(jnp.sum(scores, axis=-1, keepdims=True))
+  return normalize(scores, jnp.sum(scores, axis=-1), normalizer)

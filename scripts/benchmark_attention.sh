@@ -3,4 +3,4 @@
 # Usage: scripts/benchmark_attention.sh [--quick] [--lengths ...] [--out DIR]  (see --help)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-.venv/bin/python}" -m rfa_jax.benchmark "$@"
+exec "${PYTHON:-.venv/bin/python}" -m benchmarks.attention "$@"

@@ -3,4 +3,4 @@
 # Usage: scripts/benchmark_lra.sh [--attentions ...] [--lengths ...] [--out DIR]  (see --help)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-.venv/bin/python}" -m lra.benchmark "$@"
+exec "${PYTHON:-.venv/bin/python}" -m benchmarks.harness "$@"

@@ -13,4 +13,4 @@ for arg in "$@"; do
     export XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
   fi
 done
-exec "${PYTHON:-.venv/bin/python}" -m lra.gpu_check "$@"
+exec "${PYTHON:-.venv/bin/python}" -m benchmarks.gpu_check "$@"

@@ -6,8 +6,14 @@ the command-line runs that the tests compare with in-process ones.
 """
 
 import os
+import pathlib
+import sys
 
 os.environ["XLA_FLAGS"] = " ".join([
     os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0",
     "--xla_llvm_disable_expensive_passes=true", "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# `fixtures` (the data writers and tiny configs shared by the tests) is importable under
+# --import-mode=importlib, which does not put test folders on sys.path.
+sys.path.insert(0, str(pathlib.Path(__file__).parent))

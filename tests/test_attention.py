@@ -40,7 +40,7 @@ def _assert_matches_reference(fast, reference, q, k, v, gate, atol=2e-5):
 def test_noncausal_matches_reference(kind, masked):
   q, k, v, projection, _, mask = _inputs()
   mask = mask if masked else None
-  options = dict(kind=kind, sigma=jnp.array([0.5, 1.0, 1.5]), key_mask=mask)
+  options = dict(feature_map=kind, sigma=jnp.array([0.5, 1.0, 1.5]), key_mask=mask)
   fast = lambda q, k, v, g: rfa_jax.rfa(q, k, v, projection, **options)
   ref = lambda q, k, v, g: rfa_jax.rfa_reference(q, k, v, projection, **options)
   _assert_matches_reference(fast, ref, q, k, v, None)
@@ -52,7 +52,7 @@ def test_noncausal_matches_reference(kind, masked):
 def test_causal_matches_reference(kind, gated, chunk_size):
   q, k, v, projection, gate, mask = _inputs(seed=chunk_size)
   gate = gate if gated else None
-  options = dict(kind=kind, sigma=1.3, causal=True, key_mask=mask)
+  options = dict(feature_map=kind, sigma=1.3, causal=True, key_mask=mask)
   fast = jax.jit(lambda q, k, v, g: rfa_jax.rfa(q, k, v, projection, gate=g, chunk_size=chunk_size,
                                                **options))
   ref = lambda q, k, v, g: rfa_jax.rfa_reference(q, k, v, projection, gate=g, **options)

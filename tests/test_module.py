@@ -272,8 +272,8 @@ def test_grouped_key_value_heads():
 def test_sown_weights_reproduce_the_output():
   for kwargs in (dict(), dict(causal=True, gated=True)):
     module, x, mask = _module(**kwargs), _x(), _padding()
-    out = module(x, mask=mask, sow_weights=True)
-    weights = nnx.pop(module, nnx.Intermediate)["attention_weights"][0]
+    out, captured = nnx.capture(module, nnx.Intermediate)(x, mask=mask, sow_weights=True)
+    weights = captured["attention_weights"].get_value()[0]
     assert weights.shape == (B, H, L, L)
     mixed = jnp.einsum("bhij,bjhd->bihd", weights, module.value(x))
     np.testing.assert_allclose(module.out(mixed), out, atol=1e-4)

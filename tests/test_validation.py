@@ -18,7 +18,7 @@ GATE = jnp.full((B, L, H), 0.5)
     (dict(v=jnp.ones((B, L, H + 1, DV))), r"v has shape .*heads=3"),
     (dict(projection=jnp.ones((H, F, D + 1))), r"projection has shape \(3, 8, 5\).*head_dim=4"),
     (dict(projection=jnp.ones((F, D))), r"projection has shape \(8, 4\); expected rank 3"),
-    (dict(kind="laplace"), r"kind='laplace'.*'gaussian', 'arccos'"),
+    (dict(feature_map="laplace"), r"feature_map='laplace'.*'gaussian', 'arccos'"),
     (dict(sigma=jnp.ones(H + 1)), r"sigma has shape \(4,\); expected a scalar or \[heads=3\]"),
     (dict(key_mask=jnp.ones((B, L + 2), bool)), r"key_mask has shape \(2, 8\); expected \[batch=2"),
     (dict(gate=GATE), r"gate is given with causal=False"),

@@ -17,12 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lra.attention import register
 from lra.baselines.common import (Attention, block_positions, from_blocks, full_rows, integer,
                                   joint_softmax, logits, mix, neighbours, to_blocks)
 
 
-@register("bigbird")
 class BigBirdAttention(Attention):
   """Options: block_size (64), num_random_blocks (3), redraw (False)."""
 

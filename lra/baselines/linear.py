@@ -5,7 +5,6 @@ causal=True: prefix sums (chunked, see `feature_attention`)."""
 
 import jax
 
-from lra.attention import register
 from lra.baselines.common import Attention, feature_attention
 
 
@@ -14,7 +13,6 @@ def elu_features(x):
   return jax.nn.elu(x.astype("float32")) + 1
 
 
-@register("linear")
 class LinearAttention(Attention):
   """out_i = phi(q_i)^T S / phi(q_i) . z over unpadded keys (j <= i when causal)."""
 

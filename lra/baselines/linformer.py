@@ -10,11 +10,9 @@ projected row mixes all positions.
 import jax.numpy as jnp
 from flax import nnx
 
-from lra.attention import register
 from lra.baselines.common import Attention, dot_product_attention, integer
 
 
-@register("linformer")
 class LinformerAttention(Attention):
   """Options: low_rank_features (16, LRA's default)."""
 

@@ -4,12 +4,10 @@ blocks of C tokens. A block of at least L tokens is exact softmax attention."""
 
 import numpy as np
 
-from lra.attention import register
 from lra.baselines.common import (Attention, dot_product_attention, from_blocks, integer,
                                   to_blocks)
 
 
-@register("local")
 class LocalAttention(Attention):
   """Options: block_size (50). Causal: the block's keys up to the query."""
 

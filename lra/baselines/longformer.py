@@ -9,12 +9,10 @@ A window covering the sequence is exact softmax attention.
 
 import numpy as np
 
-from lra.attention import register
 from lra.baselines.common import (Attention, block_positions, from_blocks, full_rows, integer,
                                   joint_softmax, logits, mix, neighbours, to_blocks)
 
 
-@register("longformer")
 class LongformerAttention(Attention):
   """Options: window (512, LRA's sliding window), num_global_tokens (1)."""
 

@@ -14,7 +14,6 @@ is not part of this mechanism. No causal form.
 
 import jax.numpy as jnp
 
-from lra.attention import register
 from lra.baselines.common import Attention, integer, logits, masked_softmax, mix, to_blocks
 
 
@@ -29,7 +28,6 @@ def iterative_pinv(a, iterations: int):
   return z
 
 
-@register("nystromformer")
 class NystromAttention(Attention):
   """Options: num_landmarks (64), pinv_iterations (6)."""
 

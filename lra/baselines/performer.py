@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 
 import rfa_jax
-from lra.attention import register
 from lra.baselines.common import Attention, feature_attention, integer
 
 
@@ -35,7 +34,6 @@ def positive_features(x, projection, *, is_query: bool):
   return jnp.exp(exponent - offset)
 
 
-@register("performer")
 class PerformerAttention(Attention):
   """Options: num_features (256), redraw (True)."""
 

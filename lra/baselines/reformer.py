@@ -19,14 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lra.attention import register
 from lra.baselines.common import (MASKED_LOGIT, Attention, from_blocks, integer, masked_softmax,
                                   neighbours, to_blocks)
 
 SELF_LOGIT = -1e5
 
 
-@register("reformer")
 class ReformerAttention(Attention):
   """Options: num_hashes (1), num_buckets (10, even), chunk_size (10), redraw (True)."""
 

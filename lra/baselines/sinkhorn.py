@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lra.attention import register
 from lra.baselines.common import (Attention, from_blocks, integer, joint_softmax, logits, mix,
                                   positive_number, to_blocks)
 
@@ -31,7 +30,6 @@ def sinkhorn(log_alpha, iterations: int):
   return jax.nn.softmax(log_alpha, -1)
 
 
-@register("sinkhorn")
 class SinkhornAttention(Attention):
   """Options: block_size (50), sinkhorn_iterations (0), temperature (1.0): LRA's defaults, plain
   softmax sorting; the Sinkhorn paper's best setting is 5 iterations at temperature 0.75."""

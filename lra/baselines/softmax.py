@@ -15,11 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lra.attention import register
 from lra.baselines.common import Attention, dot_product_attention, fused_attention
 
 
-@register("softmax")
 class SoftmaxAttention(Attention):
   """out_i = sum_j softmax_j(q_i . k_j / sqrt(d)) v_j over unpadded keys (j <= i when causal)."""
 

@@ -15,12 +15,10 @@ in its bidirectional encoders; here causal=False gives the bidirectional pattern
 import jax.numpy as jnp
 import numpy as np
 
-from lra.attention import register
 from lra.baselines.common import (Attention, block_positions, from_blocks, full_rows, integer,
                                   joint_softmax, logits, mix, neighbours, one_of, to_blocks)
 
 
-@register("sparse")
 class SparseAttention(Attention):
   """Options: pattern ("fixed" | "strided"), block_size (128), summary_size (32, fixed only),
   num_global_tokens (1). Defaults: the merged fixed pattern LRA used."""

@@ -15,11 +15,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lra.attention import register
 from lra.baselines.common import Attention, key_visibility, masked_softmax, mix, one_of
 
 
-@register("synthesizer")
 class SynthesizerAttention(Attention):
   """Options: variant ("random" | "dense", default "random")."""
 

@@ -232,5 +232,5 @@ def test_cli_writes_into_root_by_default_and_reads_a_benchmark_flag(tmp_path):
 
 def test_a_benchmark_flag_must_name_a_benchmark_results_file(tmp_path):
   run = write_workdir(tmp_path / "a", "listops", "softmax", 0, 0.3)
-  with pytest.raises(ValueError, match="--benchmark=.*expected the results.json that lra.benchmark"):
+  with pytest.raises(ValueError, match="--benchmark=.*expected the results.json that benchmarks.harness"):
     report.write_report(tmp_path, benchmarks=[run / "results.json"])

@@ -154,7 +154,7 @@ def test_results_say_where_the_data_came_from(reference_run):
   assert results["data"]["generator"]["num_train"] == TINY["task_options.generate_train"]
   assert [f["path"] for f in results["data"]["files"]] == [
       str(root / "data" / "listops-1000" / name) for name in listops.SPLIT_FILES.values()]
-  assert "GENERATED (seed 0" in train.describe_data(results["data"])
+  assert "GENERATED (seed 0" in run_record.describe_data(results["data"], brief=True)
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +221,6 @@ def test_weight_decay_spares_only_rfa_sigma(tmp_path):
   model = train.build_model(config, vocab_size=20, num_classes=10, dual=False, has_padding=True,
                             rngs=train.model_rngs(0))
   _, params, _ = nnx.split(model, nnx.Param, ...)
-  mask = jax.tree_util.tree_flatten_with_path(train.decays(params))[0]
+  mask = jax.tree_util.tree_flatten_with_path(train.weight_decay_mask(params))[0]
   spared = [jax.tree_util.keystr(path) for path, decayed in mask if not decayed]
   assert len(spared) == 1 and "sigma" in spared[0] and len(mask) > 10

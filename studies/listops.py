@@ -1,6 +1,6 @@
 """Why RFA does not learn ListOps: learning curves of attention variants, with probes of the attention.
 
-    python -m lra.studies.listops [--variants=all|name,...] [--steps=400] [--out=DIR] [--quick]
+    python -m studies.listops [--variants=all|name,...] [--steps=400] [--out=DIR] [--quick]
 
 Every variant trains the `small` ListOps model of configs/listops.py (2 layers, emb 64, 4 heads) on
 generated expressions of 64-256 tokens (`data/listops_64_256`, generated on first use) with the
@@ -15,11 +15,11 @@ validation batch with the evaluation model, probes each attention layer:
   denominators phi(q) . z: fraction <= DENOMINATOR_FLOOR, fraction < 1, fraction < 0, median.
 - softmax: the entropy and largest weight of its attention.
 
-Variants that change the denominator rule replace `rfa_jax.attention.normalize` while the variant
-is traced (the library is not changed): `clamp1` divides by max(d, 1) as the official RFA code does;
-`rms` drops the denominator and divides the numerator phi(q)^T S by its root mean square over the
-value dimension. `sigma_lr*` scale the optimiser's updates of sigma. The `exact_kernel*` controls
-replace the estimate by the exact kernel it estimates (softmax with logits sigma^2 q^ . k^, i.e. RFA
+Every variant is a set of config overrides, i.e. options of the library and the harness:
+`clamp1` and `rms` set RFA's denominator rule (`normalizer`: max(d, 1) as the official RFA code
+does; no denominator, the numerator divided by its root mean square); `sigma_lr*` scale the
+optimiser's updates of sigma (`learning_rate_scales.sigma`). The `exact_kernel*` controls compute
+the kernel RFA estimates exactly (`exact_kernel=True`: softmax with logits sigma^2 q^ . k^, i.e. RFA
 with infinitely many features), which separates what the parameterisation (normalised q, k, the
 scale sigma) allows from what the random-feature estimate delivers. Per-dimension sigma (the
 official code's) is not a variant: the library learns one sigma per head, and the estimator's failure
@@ -31,7 +31,6 @@ DIR/probes.png are rewritten from all records at the end.
 """
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -41,21 +40,19 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 import rfa_jax
-import rfa_jax.attention
-import rfa_jax.module
 from lra import config_lib, parallelism
 from lra import train as train_lib
-from lra.baselines import softmax as softmax_baseline
+from lra.baselines.softmax import SoftmaxAttention
 from lra.data import pipeline
-from lra.metrics import git_commit, write_json_atomically
+from lra.models import token_mask
+from lra.records import git_commit, write_json_atomically, write_text_atomically
 from rfa_jax.random_features import arccos_kernel, l2_normalize, query_key_features
 from rfa_jax.weights import rfa_weights
 
-CONFIG_FILE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "listops.py"
+CONFIG_FILE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "listops.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,23 +60,22 @@ class Variant:
   attention: str
   description: str
   overrides: tuple = ()  # (dotted config key, value) pairs on top of the study's base config
-  denominator: str = "floor"  # "floor" (the library's rule), "clamp1" or "rms"
-  sigma_lr_scale: float = 1.0
-  exact_kernel: bool = False  # RFA's kernel computed exactly instead of estimated (a control)
 
 
 _RFA = "rfa_gaussian"
+_NORMALIZER, _SIGMA_LR = "model.attention_options.normalizer", "learning_rate_scales.sigma"
+_EXACT_KERNEL = ("model.attention_options.exact_kernel", True)
 VARIANTS = {  # in the order `--variants=all` runs them: the most telling first
     "softmax": Variant("softmax", "exact softmax attention"),
     "rfa_gaussian": Variant(_RFA, "RFA sin/cos, the harness default: sigma 1 per head learned, "
                             "1e-6 floor, redraw, 64 features, lr 0.05 rsqrt, CLS"),
     "linear": Variant("linear", "linear attention, elu + 1 features"),
-    "clamp1": Variant(_RFA, "denominator max(d, 1) (official RFA code)", denominator="clamp1"),
-    "rms": Variant(_RFA, "no denominator: numerator / rms(numerator)", denominator="rms"),
+    "clamp1": Variant(_RFA, "denominator max(d, 1) (official RFA code)", ((_NORMALIZER, "clamp1"),)),
+    "rms": Variant(_RFA, "no denominator: numerator / rms(numerator)", ((_NORMALIZER, "rms"),)),
     "adam_1e-3_cosine": Variant(_RFA, "lr 1e-3, cosine decay",
                                 (("learning_rate", 1e-3), ("schedule", "cosine"))),
     "sigma_init_2": Variant(_RFA, "sigma initialised to 2", (("model.attention_options.sigma_init", 2.0),)),
-    "sigma_frozen": Variant(_RFA, "sigma fixed at 1 (no updates)", sigma_lr_scale=0.0),
+    "sigma_frozen": Variant(_RFA, "sigma fixed at 1 (no updates)", ((_SIGMA_LR, 0.0),)),
     "features_256": Variant(_RFA, "256 random features", (("model.attention_options.num_features", 256),)),
     "fixed_features": Variant(_RFA, "one fixed projection (no redraw)",
                               (("model.attention_options.redraw", False),)),
@@ -87,19 +83,19 @@ VARIANTS = {  # in the order `--variants=all` runs them: the most telling first
     "performer": Variant("performer", "FAVOR+ positive random features (256, its default), "
                          "unnormalised q, k"),
     "rfa_arccos": Variant("rfa_arccos", "RFA relu features (arc-cosine kernel)"),
-    "sigma_lr_x10": Variant(_RFA, "sigma's updates x10", sigma_lr_scale=10.0),
+    "sigma_lr_x10": Variant(_RFA, "sigma's updates x10", ((_SIGMA_LR, 10.0),)),
     "sigma_init_0.5": Variant(_RFA, "sigma initialised to 0.5",
                               (("model.attention_options.sigma_init", 0.5),)),
     "softmax_1e-3_cosine": Variant("softmax", "softmax, lr 1e-3, cosine decay",
                                    (("learning_rate", 1e-3), ("schedule", "cosine"))),
     "exact_kernel": Variant(_RFA, "control: the kernel RFA estimates, computed exactly (softmax, "
-                            "logits sigma^2 q^.k^), sigma learned from 1", exact_kernel=True),
+                            "logits sigma^2 q^.k^), sigma learned from 1", (_EXACT_KERNEL,)),
     "exact_kernel_sigma_init_2": Variant(
         _RFA, "control: exact kernel, sigma initialised to 2",
-        (("model.attention_options.sigma_init", 2.0),), exact_kernel=True),
+        (("model.attention_options.sigma_init", 2.0), _EXACT_KERNEL)),
     "exact_kernel_sigma_init_1.5": Variant(
         _RFA, "control: exact kernel, sigma initialised to 1.5",
-        (("model.attention_options.sigma_init", 1.5),), exact_kernel=True),
+        (("model.attention_options.sigma_init", 1.5), _EXACT_KERNEL)),
     "sigma_init_1.5_features_256": Variant(
         _RFA, "sigma initialised to 1.5, 256 random features",
         (("model.attention_options.sigma_init", 1.5),
@@ -123,30 +119,13 @@ def base_overrides(steps: int, quick: bool) -> dict:
 
 def make_config(variant: Variant, steps: int, quick: bool, data_root: str | None = None):
   config = config_lib.load(str(CONFIG_FILE), f"{variant.attention},small")
-  for key, value in [*base_overrides(steps, quick).items(), *variant.overrides]:
-    target = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
+  config_lib.override(config, {**base_overrides(steps, quick), **dict(variant.overrides)})
   if data_root is not None:
     config.data_dir = str(pathlib.Path(data_root) / pathlib.Path(config.data_dir).name)
   return config
 
 
-# --- denominator rules and the sigma learning rate, patched in while a variant is traced ----------
-
-def _clamp1(numerator, denominator):
-  return numerator / jnp.maximum(denominator, 1.0)[..., None]
-
-
-def _rms(numerator, denominator):
-  del denominator
-  return numerator * jax.lax.rsqrt(jnp.mean(jnp.square(numerator), -1, keepdims=True) + 1e-6)
-
-
-_RULES = {"clamp1": _clamp1, "rms": _rms}
-
+# --- probes --------------------------------------------------------------------------------------
 
 def exact_gaussian_weights(q, k, sigma, key_mask=None):
   """The weights RFA's gaussian features estimate: softmax over keys of sigma_h^2 q^ . k^.
@@ -160,64 +139,6 @@ def exact_gaussian_weights(q, k, sigma, key_mask=None):
   return jax.nn.softmax(logits, axis=-1)
 
 
-def _exact_kernel_attention(q, k, v, projection, *, kind="gaussian", sigma=1.0, key_mask=None):
-  """What `rfa_cross` estimates, computed exactly (`exact_gaussian_weights`)."""
-  del projection, kind
-  weights = exact_gaussian_weights(q, k, sigma, key_mask)
-  return jnp.einsum("bhij,bjhd->bihd", weights, v.astype(jnp.float32)).astype(v.dtype)
-
-
-def _scaled_sigma_optimizer(scale):
-  def make_optimizer(config):
-    base = _ORIGINAL_MAKE_OPTIMIZER(config)
-    is_sigma = lambda params: jax.tree_util.tree_map_with_path(
-        lambda path, _: "sigma" in jax.tree_util.keystr(path), params)
-    return optax.chain(base, optax.masked(optax.scale(scale), is_sigma))
-  return make_optimizer
-
-
-_ORIGINAL_MAKE_OPTIMIZER = train_lib.make_optimizer
-
-
-@contextlib.contextmanager
-def patched(variant: Variant):
-  """Applies the variant's denominator rule, sigma learning rate and exact kernel; restores them."""
-  saved = rfa_jax.attention.normalize, train_lib.make_optimizer, rfa_jax.module.rfa_cross
-  if variant.denominator != "floor":
-    rfa_jax.attention.normalize = _RULES[variant.denominator]
-  if variant.sigma_lr_scale != 1.0:
-    train_lib.make_optimizer = _scaled_sigma_optimizer(variant.sigma_lr_scale)
-  if variant.exact_kernel:
-    rfa_jax.module.rfa_cross = _exact_kernel_attention
-  try:
-    yield
-  finally:
-    rfa_jax.attention.normalize, train_lib.make_optimizer, rfa_jax.module.rfa_cross = saved
-
-
-# --- probes --------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def recording_attention_inputs():
-  """Yields a list that collects (kind, arguments) of every non-causal RFA and softmax attention call."""
-  calls = []
-  rfa_cross, fused = rfa_jax.module.rfa_cross, softmax_baseline.fused_attention
-
-  def record_rfa(q, k, v, projection, **options):
-    calls.append(("rfa", dict(q=q, k=k, projection=projection, **options)))
-    return rfa_cross(q, k, v, projection, **options)
-
-  def record_softmax(q, k, v, mask, causal, *args, **kwargs):
-    calls.append(("softmax", dict(q=q, k=k, key_mask=mask)))
-    return fused(q, k, v, mask, causal, *args, **kwargs)
-
-  rfa_jax.module.rfa_cross, softmax_baseline.fused_attention = record_rfa, record_softmax
-  try:
-    yield calls
-  finally:
-    rfa_jax.module.rfa_cross, softmax_baseline.fused_attention = rfa_cross, fused
-
-
 def _weight_stats(weights, key_mask):
   """Mean normalised entropy and largest weight of rows [B, H, Lq, Lk] over unpadded queries."""
   num_keys = jnp.sum(key_mask, -1)[:, None, None]  # [B, 1, 1]
@@ -229,13 +150,8 @@ def _weight_stats(weights, key_mask):
   return dict(entropy=mean(entropy), max_weight=mean(jnp.max(weights, -1))), valid, mean
 
 
-def probe_rfa(call):
-  q, k = call["q"], call["k"]
-  key_mask = call.get("key_mask")
-  if key_mask is None:
-    key_mask = jnp.ones(q.shape[:2], bool)
-  kind, sigma = call.get("kind", "gaussian"), call.get("sigma", 1.0)
-  projection = call["projection"]
+def probe_rfa(q, k, key_mask, projection, kind, sigma):
+  """RFA's implicit weights (the library's floor rule) and denominators against the exact ones."""
   if kind == "gaussian":
     exact = exact_gaussian_weights(q, k, sigma, key_mask)
   else:
@@ -244,7 +160,7 @@ def probe_rfa(call):
     scores = scores * key_mask[:, None, None, :]
     exact = scores / jnp.sum(scores, -1, keepdims=True)
   stats, valid, mean = _weight_stats(exact, key_mask)
-  estimate = rfa_weights(q, k, projection, kind=kind, sigma=sigma, key_mask=key_mask)
+  estimate = rfa_weights(q, k, projection, feature_map=kind, sigma=sigma, key_mask=key_mask)
   phi_q, phi_k = query_key_features(q, jnp.where(key_mask[..., None, None], k, 0), projection, kind,
                                     sigma)
   z = jnp.sum(phi_k * key_mask[:, :, None, None], 1)  # [B, H, F]
@@ -259,8 +175,7 @@ def probe_rfa(call):
               denominator_median=float(np.median(valid_denominator)))
 
 
-def probe_softmax(call):
-  q, k, key_mask = call["q"], call["k"], call["key_mask"]
+def probe_softmax(q, k, key_mask):
   logits = jnp.einsum("bihd,bjhd->bhij", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
   weights = jax.nn.softmax(jnp.where(key_mask[:, None, None, :], logits, -jnp.inf), -1)
   stats, _, _ = _weight_stats(weights, key_mask)
@@ -268,10 +183,23 @@ def probe_softmax(call):
 
 
 def probe(model, batch) -> list[dict]:
-  """One dict per attention layer (see the module docstring); `model` in evaluation mode."""
-  with recording_attention_inputs() as calls:
-    model(batch)
-  return [probe_rfa(args) if name == "rfa" else probe_softmax(args) for name, args in calls]
+  """One dict per attention layer (see the module docstring); `model` in evaluation mode. Each
+  layer's q and k are the outputs of its `query` and `key` maps, captured with `nnx.capture`."""
+  _, captured = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(batch)
+  outputs = {path: variable.get_value()[0] for path, variable in nnx.to_flat_state(captured)}
+  key_mask = token_mask(batch["inputs"], 0)
+  if model.encoder.cls is not None:
+    key_mask = jnp.concatenate([jnp.ones((key_mask.shape[0], 1), bool), key_mask], 1)
+  layers = []
+  for path, module in nnx.iter_modules(model):
+    if isinstance(module, (rfa_jax.RFAAttention, SoftmaxAttention)):
+      q, k = (outputs[(*path, name, "__call__")] for name in ("query", "key"))
+      if isinstance(module, SoftmaxAttention):
+        layers.append(probe_softmax(q, k, key_mask))
+      else:
+        layers.append(probe_rfa(q, k, key_mask, module.evaluation_projection(), module.feature_map,
+                                module.sigma[...].astype(jnp.float32)))
+  return layers
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -291,35 +219,32 @@ def train_variant(name: str, variant: Variant, *, steps: int, measure_every: int
   eval_model.eval()
   curve, recent = [], []
   start = time.perf_counter()
-  with patched(variant):
-    state, steps_fn = train_lib.init_training(config, mesh, **model_args)
-    batches = pipeline.make_batches(task.splits["train"], global_batch_size=config.batch_size,
-                                    seed=config.seed, shuffle=True, repeat=True)
-    for step in range(1, steps + 1):
-      state, metrics = steps_fn.train(state, parallelism.global_batch(next(batches), mesh))
-      recent.append(metrics)
-      if step % measure_every and step != steps:
-        continue
-      logged = jax.device_get(recent)
-      recent = []
-      validation = train_lib.evaluate(steps_fn, state, task.splits["validation"], config, mesh)
-      nnx.update(eval_model, jax.device_get(state["params"]))
-      row = dict(step=step, seconds=round(time.perf_counter() - start, 1),
-                 train_loss=float(np.mean([m["loss"] for m in logged])),
-                 train_accuracy=float(np.mean([m["accuracy"] for m in logged])),
-                 validation_loss=validation["loss"], validation_accuracy=validation["accuracy"],
-                 layers=probe(eval_model, probe_batch))
-      curve.append(row)
-      print(f"{name} step {step}: train loss {row['train_loss']:.3f}, validation accuracy "
-            f"{row['validation_accuracy']:.3f} ({row['seconds']:.0f} s)", flush=True)
-      if not np.isfinite(row["train_loss"]):
-        break
+  state, steps_fn = train_lib.init_training(config, mesh, **model_args)
+  batches = pipeline.make_batches(task.splits["train"], global_batch_size=config.batch_size,
+                                  seed=config.seed, shuffle=True, repeat=True)
+  for step in range(1, steps + 1):
+    state, metrics = steps_fn.train(state, parallelism.global_batch(next(batches), mesh))
+    recent.append(metrics)
+    if step % measure_every and step != steps:
+      continue
+    logged = jax.device_get(recent)
+    recent = []
+    validation = train_lib.evaluate(steps_fn, state, task.splits["validation"], config, mesh)
+    nnx.update(eval_model, jax.device_get(state["params"]))
+    row = dict(step=step, seconds=round(time.perf_counter() - start, 1),
+               train_loss=float(np.mean([m["loss"] for m in logged])),
+               train_accuracy=float(np.mean([m["accuracy"] for m in logged])),
+               validation_loss=validation["loss"], validation_accuracy=validation["accuracy"],
+               layers=probe(eval_model, probe_batch))
+    curve.append(row)
+    print(f"{name} step {step}: train loss {row['train_loss']:.3f}, validation accuracy "
+          f"{row['validation_accuracy']:.3f} ({row['seconds']:.0f} s)", flush=True)
+    if not np.isfinite(row["train_loss"]):
+      break
   targets = np.asarray(task.splits["validation"].targets)
   majority = float(np.max(np.bincount(targets)) / len(targets))
   return dict(name=name, attention=variant.attention, description=variant.description,
-              overrides=dict(variant.overrides), denominator=variant.denominator,
-              sigma_lr_scale=variant.sigma_lr_scale, exact_kernel=variant.exact_kernel,
-              steps=steps, curve=curve,
+              overrides=dict(variant.overrides), steps=steps, curve=curve,
               validation_majority_accuracy=majority, data=task.data, config=config.to_dict(),
               commit=git_commit(), date=time.strftime("%Y-%m-%d"))
 
@@ -439,7 +364,7 @@ def plot(records, out: pathlib.Path):
 def write_outputs(records, setup, out: pathlib.Path):
   write_json_atomically(out / "results.json", dict(setup=setup, summary=summary_rows(records),
                                                    records=records))
-  (out / "results.md").write_text(to_markdown(records, setup))
+  write_text_atomically(out / "results.md", to_markdown(records, setup))
   plot(records, out)
 
 
@@ -467,7 +392,7 @@ def main(argv=None):
     write_json_atomically(path, record)
   records = [json.loads((out / "runs" / f"{name}.json").read_text()) for name in VARIANTS
              if (out / "runs" / f"{name}.json").exists()]
-  command = ("python -m lra.studies.listops --variants=" + ",".join(r["name"] for r in records)
+  command = ("python -m studies.listops --variants=" + ",".join(r["name"] for r in records)
              + (f" --steps={args.steps}" if args.steps != 400 else ""))
   generator = records[0]["data"].get("generator", {}) if records else {}
   setup = dict(command=command, steps=args.steps, measure_every=args.measure_every,

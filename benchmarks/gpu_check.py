@@ -10,13 +10,13 @@ and the run goes on):
    process keeps what it allocates): flash-linear-attention's Triton chunk kernels
    (`chunk_linear_attn`, normalised, and `chunk_simple_gla`, head-wise gates) and
    `scaled_dot_product_attention`; only where `import torch, fla` works and CUDA is present.
-2. The kernel benchmark (`rfa_jax.benchmark`) in bfloat16 and float32: softmax through
+2. The kernel benchmark (`benchmarks.attention`) in bfloat16 and float32: softmax through
    `jax.nn.dot_product_attention` (cuDNN where it compiles), RFA non-causal, causal chunked, gated
    chunked and the token scan up to --scan-max-length; forward and forward+backward; time, achieved
-   TFLOP/s (analytic FLOPs, see `rfa_jax.benchmark`) against the same run's matmul peak in that
+   TFLOP/s (analytic FLOPs, see `benchmarks.attention`) against the same run's matmul peak in that
    dtype,
    XLA's compiled memory and the device's peak bytes in use; the decoding benchmark.
-3. The harness benchmark (`lra.benchmark`) in LRA Table 2's protocol (text-task model, batch 32) in
+3. The harness benchmark (`benchmarks.harness`) in LRA Table 2's protocol (text-task model, batch 32) in
    bfloat16: softmax, rfa_gaussian, rfa_arccos, linear and performer. (Gated RFA is causal only; the
    Table 2 encoder is bidirectional, so it has no gated row.)
 4. A short real training run (`lra.train.train_and_evaluate`) on generated ListOps in bfloat16, for
@@ -41,10 +41,10 @@ import time
 import jax.numpy as jnp
 
 import rfa_jax
-from lra import benchmark as harness
+from benchmarks import harness
 from lra import config_lib
-from lra.metrics import max_rss_bytes, write_json_atomically
-from rfa_jax import benchmark as kernels
+from lra.records import markdown_table, max_rss_bytes, write_json_atomically, write_text_atomically
+from benchmarks import attention as kernels
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGET_LENGTH, HARNESS_TARGET_LENGTH = 16384, 4096
@@ -112,10 +112,13 @@ def torch_part(sizes: Sizes, path: pathlib.Path, deadline: float):
   try:
     import torch
   except ImportError as error:
-    return _write(path, dict(skipped=f"PyTorch is not importable ({error})"))
-  if not torch.cuda.is_available():
-    return _write(path, dict(skipped="PyTorch sees no CUDA device",
-                             torch_version=torch.__version__))
+    info = dict(skipped=f"PyTorch is not importable ({error})")
+  else:
+    info = (None if torch.cuda.is_available() else
+            dict(skipped="PyTorch sees no CUDA device", torch_version=torch.__version__))
+  if info is not None:
+    write_json_atomically(path, info)
+    return info
   info = dict(torch_version=torch.__version__, device=torch.cuda.get_device_name(0), rows=[])
   kernels_by_name = {"torch_sdpa": None}
   try:
@@ -140,7 +143,7 @@ def torch_part(sizes: Sizes, path: pathlib.Path, deadline: float):
           else:
             row.update(_torch_measure(torch, name, kernel, length, mode, sizes, **variant))
           info["rows"].append(row)
-          _write(path, info)
+          write_json_atomically(path, info)
           print(f"torch L={length:>6} {name} {variant} {mode}: "
                 + (f"{row['median_s'] * 1e3:.2f} ms" if "median_s" in row else row["skipped"]),
                 flush=True)
@@ -150,7 +153,7 @@ def torch_part(sizes: Sizes, path: pathlib.Path, deadline: float):
 def _torch_measure(torch, name, kernel, length, mode, sizes: Sizes, causal=False, key_dim=None):
   """Median CUDA-event time of `repeats` calls after one warm-up call (Triton compiles and
   autotunes there), peak allocated bytes over one call, and analytic FLOPs (as in
-  rfa_jax.benchmark)."""
+  benchmarks.attention)."""
   b, h, d = sizes.batch, sizes.heads, sizes.head_dim
   shape = (b, length, h, d)
   device, dtype = "cuda", torch.bfloat16
@@ -211,16 +214,11 @@ def _torch_measure(torch, name, kernel, length, mode, sizes: Sizes, causal=False
               flops_per_s=flops / median)
 
 
-def _write(path, payload):
-  write_json_atomically(path, payload)
-  return payload
-
-
 def run_torch_subprocess(sizes: Sizes, quick: bool, deadline: float) -> dict:
   """Part 1 in a child process (JAX on the CPU there, so it never takes the GPU)."""
   with tempfile.TemporaryDirectory() as scratch:
     path = pathlib.Path(scratch) / "torch.json"
-    command = [sys.executable, "-m", "lra.gpu_check", "--torch-part", str(path),
+    command = [sys.executable, "-m", "benchmarks.gpu_check", "--torch-part", str(path),
                "--time-budget-s", str(max(deadline - time.monotonic(), 1.0))]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     try:
@@ -243,7 +241,7 @@ def run_torch_subprocess(sizes: Sizes, quick: bool, deadline: float) -> dict:
 # Parts 2-4.
 
 def kernel_args(sizes: Sizes, dtype: str, memory_budget_gib: float):
-  """rfa_jax.benchmark's arguments and sizes for this run."""
+  """benchmarks.attention's arguments and sizes for this run."""
   argv = ["--lengths", *map(str, sizes.lengths), "--batch", str(sizes.batch),
           "--heads", str(sizes.heads), "--head-dim", str(sizes.head_dim),
           "--num-features", str(sizes.num_features),
@@ -382,7 +380,7 @@ def kernel_tables(part: dict) -> list[str]:
       (f"{dtype}: forward compiled memory (MiB)", "fwd", "memory_bytes", 2**-20, ".1f"),
   ]
   out = [kernels.length_table(rows, lengths, *table) for table in tables]
-  lines = kernels.table_header(f"{dtype}: forward+backward speed-up over softmax (x)", lengths)
+  lines = []
   for label, form in dict.fromkeys((r["label"], r["form"]) for r in rows):
     cells = []
     for n in lengths:
@@ -391,8 +389,9 @@ def kernel_tables(part: dict) -> list[str]:
       base = _row(rows, "softmax_causal" if form in CAUSAL_FORMS else "softmax", n)
       value = kernels.ratio(base, mine, "median_s")
       cells.append("-" if value is None else f"{value:.2f}")
-    lines.append(f"| {label} | " + " | ".join(cells) + " |")
-  out.append("\n".join(lines) + "\n")
+    lines.append([label, *cells])
+  out.append(kernels.length_section(f"{dtype}: forward+backward speed-up over softmax (x)",
+                                    lengths, lines))
   implementations = sorted({r.get("implementation") for r in rows if r.get("implementation")})
   peak = part["matmul_peak"]
   out.insert(0, f"{dtype} matmul peak ({peak['size']}^3): {peak['flops_per_s'] / 1e12:.1f} "
@@ -400,9 +399,10 @@ def kernel_tables(part: dict) -> list[str]:
   if part["decode"]:
     out.append("\n".join([
         f"### {dtype}: decoding ({part['decode'][0]['tokens']} tokens)", "",
-        "| form | time per token (us) | compiled memory (MiB) |", "|---|---|---|",
-        *(f"| {r['form']} | {kernels.cell(r, 'per_token_s', 1e6, '.2f')} | "
-          f"{kernels.cell(r, 'memory_bytes', 2**-20, '.1f')} |" for r in part["decode"])]) + "\n")
+        *markdown_table(["form", "time per token (us)", "compiled memory (MiB)"],
+                        [[r["form"], kernels.cell(r, "per_token_s", 1e6, ".2f"),
+                          kernels.cell(r, "memory_bytes", 2**-20, ".1f")]
+                         for r in part["decode"]])]) + "\n")
   return out
 
 
@@ -410,39 +410,40 @@ def torch_table(torch: dict, bf16: list) -> str:
   if "rows" not in torch:
     return f"PyTorch comparisons not run: {torch.get('skipped', torch.get('problem', '?'))}\n"
   lines = [f"torch {torch.get('torch_version')}, flash-linear-attention "
-           f"{torch.get('fla_version', 'absent: ' + torch.get('fla_skipped', '?'))}", "",
-           "| kernel | L | mode | torch time (ms) | TFLOP/s | peak MiB | JAX counterpart (ms) | "
-           "JAX / torch |", "|---|---|---|---|---|---|---|---|"]
+           f"{torch.get('fla_version', 'absent: ' + torch.get('fla_skipped', '?'))}", ""]
   counterpart = {"torch_sdpa": lambda r: "softmax_causal" if r.get("causal") else "softmax",
                  "fla_linear_attn": lambda r: "rfa_causal_chunked",
                  "fla_simple_gla": lambda r: "rfa_gated_chunked"}
+  table = []
   for r in sorted(torch["rows"], key=lambda r: (r["form"], r["length"])):
     form = counterpart[r["form"]](r)
     mine = _row(bf16, form, r["length"], r["mode"])
     value = kernels.ratio(mine, r, "median_s")
     variant = f"causal={r['causal']}" if "causal" in r else f"key dim {r['key_dim']}"
-    lines.append(
-        f"| {r['form']} ({variant}) | {r['length']} | {r['mode']} | "
-        + (f"{r['median_s'] * 1e3:.2f} | {r['flops_per_s'] / 1e12:.1f} | "
-           f"{r['peak_bytes'] / 2**20:.1f}" if "median_s" in r else f"{r['skipped'][:40]} | - | -")
-        + f" | {kernels.cell(mine, 'median_s', 1e3, '.2f')} ({form}) | "
-        + ("-" if value is None else f"{value:.2f}") + " |")
+    table.append(
+        [f"{r['form']} ({variant})", str(r["length"]), r["mode"]]
+        + ([f"{r['median_s'] * 1e3:.2f}", f"{r['flops_per_s'] / 1e12:.1f}",
+            f"{r['peak_bytes'] / 2**20:.1f}"] if "median_s" in r else [r["skipped"][:40], "-", "-"])
+        + [f"{kernels.cell(mine, 'median_s', 1e3, '.2f')} ({form})",
+           "-" if value is None else f"{value:.2f}"])
+  lines += markdown_table(["kernel", "L", "mode", "torch time (ms)", "TFLOP/s", "peak MiB",
+                           "JAX counterpart (ms)", "JAX / torch"], table)
   return "\n".join(lines) + "\n"
 
 
 def training_table(runs: list) -> str:
-  lines = ["| attention | steps/s (x the first) | peak memory (MiB) | test loss | test accuracy |",
-           "|---|---|---|---|---|"]
+  lines = []
   for r in runs:
     if "skipped" in r or r.get("steps_per_sec") is None:
-      lines.append(f"| {r['attention']} | not run: {r.get('skipped', 'no timed interval')[:60]} "
-                   "| - | - | - |")
+      lines.append([r["attention"], f"not run: {r.get('skipped', 'no timed interval')[:60]}",
+                    "-", "-", "-"])
       continue
     memory = r.get("peak_memory_bytes")
-    lines.append(f"| {r['attention']} | {r['steps_per_sec']:.2f} ({r.get('speedup', 1.0):.2f}x) | "
-                 + (f"{memory / 2**20:.0f} ({r['peak_memory_source']})" if memory else "-")
-                 + f" | {r['test_loss']:.3f} | {r['test_accuracy']:.3f} |")
-  return "\n".join(lines) + "\n"
+    lines.append([r["attention"], f"{r['steps_per_sec']:.2f} ({r.get('speedup', 1.0):.2f}x)",
+                  f"{memory / 2**20:.0f} ({r['peak_memory_source']})" if memory else "-",
+                  f"{r['test_loss']:.3f}", f"{r['test_accuracy']:.3f}"])
+  return "\n".join(markdown_table(["attention", "steps/s (x the first)", "peak memory (MiB)",
+                                    "test loss", "test accuracy"], lines)) + "\n"
 
 
 def markdown(results: dict) -> str:
@@ -462,7 +463,7 @@ def markdown(results: dict) -> str:
       f"of up to {sizes['repeats']} runs after a warm-up; every ratio is between measurements of "
       "this run.", "",
       "## Targets", "", *(f"- {kernels.format_check(c)}" for c in results["targets"]), "",
-      "## Kernels (rfa_jax.benchmark)", "",
+      "## Kernels (benchmarks.attention)", "",
   ]
   for part in results["kernels"].values():
     sections += kernel_tables(part)
@@ -541,7 +542,7 @@ def main(argv=None) -> dict:
   out.mkdir(parents=True, exist_ok=True)
   table = markdown(results)
   write_json_atomically(out / "results.json", results)
-  kernels.write_atomically(out / "results.md", table)
+  write_text_atomically(out / "results.md", table)
   print(table, flush=True)
   return results
 

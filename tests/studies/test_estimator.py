@@ -2,7 +2,7 @@
 
 import json
 
-from rfa_jax import estimator_study
+from studies import estimator as estimator_study
 
 
 def test_quick_study_writes_tables_that_show_the_sharp_attention_failure(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rfa_jax
-from rfa_jax import benchmark
+from benchmarks import attention as benchmark
 
 FORMS = ("softmax", "rfa", "softmax causal", "rfa causal token scan", "rfa causal chunked C=32",
          "rfa gated chunked C=32")

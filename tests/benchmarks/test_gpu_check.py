@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import fixtures
-from lra import gpu_check
+from benchmarks import gpu_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FORMS = {"softmax", "rfa", "softmax_causal", "rfa_causal_scan", "rfa_causal_chunked",

@@ -1,6 +1,6 @@
 """Decoding speed of the LM at model level: softmax (key/value cache) against RFA (constant state).
 
-    python -m lra.decode_benchmark [--lengths=256,...,8192] [--batch_sizes=1,16] [--quick]
+    python -m benchmarks.decode [--lengths=256,...,8192] [--batch_sizes=1,16] [--quick]
 
 The model is `configs/lm.py`'s (layers, width, heads, RFA features; `--preset` picks a preset). Two
 measurements, each a jitted `lax.fori_loop` of greedy decoding steps (the loop of `lra.generate`):
@@ -18,7 +18,7 @@ measurements, each a jitted `lax.fori_loop` of greedy decoding steps (the loop o
 
 Memory: XLA's compiled memory of each loop (arguments, including the cache, + outputs + temporaries;
 the state is donated) and the cache's own bytes. Medians of `--repeats` after a warm-up, with
-`block_until_ready`; the machine's float32 matmul peak is measured in the same run (DESIGN §9).
+`block_until_ready`; the machine's float32 matmul peak is measured in the same run.
 Writes `decode.json` and `decode.md` under `--out`.
 """
 
@@ -34,7 +34,8 @@ from flax import nnx
 
 from lra import config_lib, train
 from lra.data import lm
-from rfa_jax.benchmark import compiled_memory_bytes, machine_info, matmul_peak, median_time
+from lra.records import markdown_table
+from benchmarks.attention import compiled_memory_bytes, machine_info, matmul_peak, median_time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MECHANISMS = ("softmax", "rfa_gaussian")
@@ -174,28 +175,29 @@ def markdown(results: dict) -> str:
            f"`{results['command']}`; float32 matmul peak "
            f"{results['matmul_peak']['flops_per_s'] / 1e9:.1f} GFLOP/s.", "",
            "ms per token with the decode cache sized for T output tokens (softmax: keys and "
-           "values of T positions; RFA: its constant-size state).", "",
-           "| mechanism | batch | " + " | ".join(f"T={t}" for t in lengths)
-           + " | T last / T first | cache at T last |",
-           "|---|---|" + "---|" * len(lengths) + "---|---|"]
+           "values of T positions; RFA: its constant-size state).", ""]
+  table = []
   for entry in results["summary"]:
     for mechanism in MECHANISMS:
       rows = [r for r in results["per_token"]
               if r["mechanism"] == mechanism and r["batch_size"] == entry["batch_size"]]
       cells = [f"{r['seconds_per_token'] * 1e3:.3f}" for r in rows]
-      lines.append(f"| {mechanism} | {entry['batch_size']} | " + " | ".join(cells)
-                   + f" | {entry[mechanism]['last_over_first']:.2f}x | "
-                   f"{rows[-1]['cache_bytes'] / 2**20:.1f} MiB |")
-  lines += ["", f"Whole output of {results['whole_length']} tokens (one jitted loop):", "",
-            "| batch | softmax s | RFA s | identity s | RFA speed-up | bound (softmax / identity) "
-            "| RFA attention share |", "|---|---|---|---|---|---|---|"]
+      table.append([mechanism, str(entry["batch_size"]), *cells,
+                    f"{entry[mechanism]['last_over_first']:.2f}x",
+                    f"{rows[-1]['cache_bytes'] / 2**20:.1f} MiB"])
+  lines += markdown_table(["mechanism", "batch", *(f"T={t}" for t in lengths), "T last / T first",
+                           "cache at T last"], table)
+  lines += ["", f"Whole output of {results['whole_length']} tokens (one jitted loop):", ""]
+  table = []
   for entry in results["summary"]:
     batch = entry["batch_size"]
     seconds = {r["mechanism"]: r["seconds"] for r in results["whole"]
                if r["batch_size"] == batch}
-    lines.append(f"| {batch} | {seconds['softmax']:.3f} | {seconds['rfa_gaussian']:.3f} | "
-                 f"{seconds['identity']:.3f} | {entry['whole_speedup']:.2f}x | "
-                 f"{entry['identity_bound']:.2f}x | {entry['rfa_attention_share']:.0%} |")
+    table.append([str(batch), f"{seconds['softmax']:.3f}", f"{seconds['rfa_gaussian']:.3f}",
+                  f"{seconds['identity']:.3f}", f"{entry['whole_speedup']:.2f}x",
+                  f"{entry['identity_bound']:.2f}x", f"{entry['rfa_attention_share']:.0%}"])
+  lines += markdown_table(["batch", "softmax s", "RFA s", "identity s", "RFA speed-up",
+                           "bound (softmax / identity)", "RFA attention share"], table)
   lines += ["", "The bound is the speed-up that attention costing nothing would give: the rest of "
             "the model (embedding, MLPs, LayerNorms, the 256-way output layer) runs at every step "
             "whatever the attention. RFA attention share: the part of RFA's time that its "
@@ -242,7 +244,7 @@ def main(argv=None) -> dict:
   m = config.model
   started = time.time()
   results = dict(
-      command="python -m lra.decode_benchmark" + (" --quick" if args.quick else "")
+      command="python -m benchmarks.decode" + (" --quick" if args.quick else "")
       + (f" --preset={args.preset}" if args.preset else ""),
       machine=machine_info(), lengths=args.lengths, batch_sizes=args.batch_sizes,
       steps=args.steps, whole_length=args.whole_length,

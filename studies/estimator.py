@@ -1,6 +1,6 @@
 """How well random features estimate softmax attention, as the attention gets sharper and longer.
 
-    python -m rfa_jax.estimator_study [--out benchmarks/results/estimator] [--quick]
+    python -m studies.estimator [--out benchmarks/results/estimator] [--quick]
 
 Queries and keys are random unit vectors (head_dim 64), values N(0, I); each of `--projections`
 independent orthogonal projections is one head, all heads see the same q, k, v. For sigma s the
@@ -38,9 +38,7 @@ in [-s^2, s^2], and one key can outweigh L - 1 keys orthogonal to q only when s^
 
 import argparse
 import functools
-import json
 import math
-import os
 import pathlib
 import platform
 import time
@@ -48,6 +46,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from lra.records import markdown_table, write_json_atomically, write_text_atomically
 from rfa_jax.attention import rfa_cross
 from rfa_jax.normalizer import DENOMINATOR_FLOOR
 from rfa_jax.random_features import (arccos_kernel, l2_normalize, query_key_features,
@@ -108,8 +107,8 @@ def estimate(q, k, v, projection, kind, sigma):
     weights = scores / jnp.moveaxis(denominator, 1, 2)[..., None]
     return jnp.einsum("bhij,bjhd->bihd", weights, v), weights, denominator
   feature_kind = "gaussian" if kind == "rfa_gaussian" else "arccos"
-  out = rfa_cross(q, k, v, projection, kind=feature_kind, sigma=sigma)
-  weights = rfa_weights(q, k, projection, kind=feature_kind, sigma=sigma)
+  out = rfa_cross(q, k, v, projection, feature_map=feature_kind, sigma=sigma)
+  weights = rfa_weights(q, k, projection, feature_map=feature_kind, sigma=sigma)
   phi_q, phi_k = query_key_features(q, k, projection, feature_kind, sigma)
   denominator = jnp.einsum("bihf,bhf->bih", phi_q, jnp.sum(phi_k, 1))
   return out, weights, denominator
@@ -188,34 +187,28 @@ def to_markdown(results) -> str:
       "",
       f"## Error against sigma and features ({rows['grid'][0]['num_keys']} keys)",
       "",
-      "| estimator | sigma | features | rel err | L1 | floor | neg | entropy | max weight |",
-      "|---|---|---|---|---|---|---|---|---|",
+      *markdown_table(
+          ["estimator", "sigma", "features", "rel err", "L1", "floor", "neg", "entropy",
+           "max weight"],
+          [[r["kind"], str(r["sigma"]), str(r["num_features"]), _fmt(r["relative_error"]),
+            _fmt(r["weights_l1"]), f"{r['floor_fraction']:.3f}", f"{r['negative_fraction']:.3f}",
+            f"{r['exact_entropy']:.3f}", f"{r['max_exact_weight']:.2g}"] for r in rows["grid"]]),
   ]
-  for r in rows["grid"]:
-    lines.append(f"| {r['kind']} | {r['sigma']} | {r['num_features']} | {_fmt(r['relative_error'])} "
-                 f"| {_fmt(r['weights_l1'])} | {r['floor_fraction']:.3f} | "
-                 f"{r['negative_fraction']:.3f} | {r['exact_entropy']:.3f} | "
-                 f"{r['max_exact_weight']:.2g} |")
-  lines += ["", f"## Error against length ({rows['length'][0]['num_features']} features)", "",
-            "| estimator | sigma | keys | rel err | L1 | floor | entropy |", "|---|---|---|---|---|---|---|"]
-  for r in rows["length"]:
-    lines.append(f"| {r['kind']} | {r['sigma']} | {r['num_keys']} | {_fmt(r['relative_error'])} | "
-                 f"{_fmt(r['weights_l1'])} | {r['floor_fraction']:.3f} | {r['exact_entropy']:.3f} |")
+  lines += ["", f"## Error against length ({rows['length'][0]['num_features']} features)", ""]
+  lines += markdown_table(
+      ["estimator", "sigma", "keys", "rel err", "L1", "floor", "entropy"],
+      [[r["kind"], str(r["sigma"]), str(r["num_keys"]), _fmt(r["relative_error"]),
+        _fmt(r["weights_l1"]), f"{r['floor_fraction']:.3f}", f"{r['exact_entropy']:.3f}"]
+       for r in rows["length"]])
   s = rows["sharpness"][0]
   lines += ["", f"## Error against sharpness (sigma {s['sigma']}, {s['num_keys']} keys, "
-            f"{s['num_features']} features; query i's planted key at cosine c)", "",
-            "| estimator | c | entropy | max weight | rel err | L1 | floor |", "|---|---|---|---|---|---|---|"]
-  for r in rows["sharpness"]:
-    lines.append(f"| {r['kind']} | {r['planted_cosine']} | {r['exact_entropy']:.3f} | "
-                 f"{r['max_exact_weight']:.2g} | {_fmt(r['relative_error'])} | "
-                 f"{_fmt(r['weights_l1'])} | {r['floor_fraction']:.3f} |")
+            f"{s['num_features']} features; query i's planted key at cosine c)", ""]
+  lines += markdown_table(
+      ["estimator", "c", "entropy", "max weight", "rel err", "L1", "floor"],
+      [[r["kind"], str(r["planted_cosine"]), f"{r['exact_entropy']:.3f}",
+        f"{r['max_exact_weight']:.2g}", _fmt(r["relative_error"]), _fmt(r["weights_l1"]),
+        f"{r['floor_fraction']:.3f}"] for r in rows["sharpness"]])
   return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: pathlib.Path, text: str):
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def main(argv=None):
@@ -232,7 +225,7 @@ def main(argv=None):
                 num_queries=256, heads=4)
   start = time.time()
   rows = run_study(**grid)
-  command = "python -m rfa_jax.estimator_study" + (" --quick" if args.quick else "")
+  command = "python -m studies.estimator" + (" --quick" if args.quick else "")
   results = dict(setup=dict(grid, command=command, head_dim=HEAD_DIM, floor=DENOMINATOR_FLOOR,
                             platform=f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})",
                             jax=jax.__version__, date=time.strftime("%Y-%m-%d"),
@@ -240,8 +233,8 @@ def main(argv=None):
                  rows=rows)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  write_atomically(out / "results.json", json.dumps(results, indent=1))
-  write_atomically(out / "results.md", to_markdown(results))
+  write_json_atomically(out / "results.json", results)
+  write_text_atomically(out / "results.md", to_markdown(results))
   print(to_markdown(results))
 
 

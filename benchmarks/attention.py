@@ -1,6 +1,6 @@
 """Speed and memory of RFA against exact softmax attention, side by side in one run.
 
-    python -m rfa_jax.benchmark [--lengths 1024 ... 16384] [--chunk-sizes 32 64 128] [--quick]
+    python -m benchmarks.attention [--lengths 1024 ... 16384] [--chunk-sizes 32 64 128] [--quick]
 
 At each length: forward and forward+backward time (grad of sum(out * cotangent) w.r.t. q, k, v) and
 XLA's compiled memory (temp + argument + output bytes) of exact softmax (non-causal and causal), RFA
@@ -28,7 +28,6 @@ elementwise work are not counted).
 
 import argparse
 import functools
-import json
 import os
 import pathlib
 import platform
@@ -42,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rfa_jax
+from lra.records import markdown_table, max_rss_bytes, write_json_atomically, write_text_atomically
 
 TARGET_LENGTHS = {"noncausal": 4096, "causal": 8192, "long": 16384}
 QUICK = dict(lengths=[64, 128], chunk_sizes=[16, 32], repeats=2, decode_tokens=64, heads=2,
@@ -174,10 +174,6 @@ def failure(error: Exception) -> str:
   if "resource_exhausted" in lowered or "out of memory" in lowered:
     return f"out of memory: {text}"
   return f"error: {text}"
-
-
-def max_rss_bytes() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def median_time(compiled, args, repeats: int, max_seconds: float) -> dict:
@@ -423,28 +419,27 @@ def cell(row: dict | None, field: str, scale: float, fmt: str) -> str:
   return format(row[field] * scale, fmt)
 
 
-def table_header(title: str, lengths) -> list[str]:
-  return [f"### {title}", "", "| form | " + " | ".join(f"L={n}" for n in lengths) + " |",
-          "|---" * (1 + len(lengths)) + "|"]
+def length_section(title: str, lengths, rows) -> str:
+  """A `### title` section: a table with one column per length, `rows` [form, *cells]."""
+  return "\n".join([f"### {title}", "", *markdown_table(["form", *(f"L={n}" for n in lengths)],
+                                                         rows)]) + "\n"
 
 
 def length_table(rows, lengths, title: str, mode: str, field: str, scale: float, fmt: str) -> str:
   """One line per form, one column per length: `field * scale` of the `mode` measurements."""
-  lines = table_header(title, lengths)
+  lines = []
   for label in dict.fromkeys(r["label"] for r in rows):
     by_length = {r["length"]: r for r in rows if r["label"] == label and r["mode"] == mode}
-    lines.append(f"| {label} | "
-                 + " | ".join(cell(by_length.get(n), field, scale, fmt) for n in lengths) + " |")
-  return "\n".join(lines) + "\n"
+    lines.append([label, *(cell(by_length.get(n), field, scale, fmt) for n in lengths)])
+  return length_section(title, lengths, lines)
 
 
 def best_chunk_table(rows, lengths) -> str:
-  lines = table_header("Best chunk size (fastest fwd+bwd)", lengths)
+  lines = []
   for form in ("rfa_causal_chunked", "rfa_gated_chunked"):
     best = [best_chunked(rows, form, n) for n in lengths]
-    lines.append(f"| {form} | " + " | ".join(str(r["chunk_size"]) if r else "-" for r in best)
-                 + " |")
-  return "\n".join(lines) + "\n"
+    lines.append([form, *(str(r["chunk_size"]) if r else "-" for r in best)])
+  return length_section("Best chunk size (fastest fwd+bwd)", lengths, lines)
 
 
 def markdown(results: dict) -> str:
@@ -476,20 +471,14 @@ def markdown(results: dict) -> str:
       *(length_table(rows, lengths, *table) for table in tables),
       best_chunk_table(rows, lengths),
       "### Decoding", "",
-      "| form | tokens | time per token (us) | compiled memory (MiB) | fraction of peak (%) |",
-      "|---|---|---|---|---|",
-      *(f"| {r['form']} | {r['tokens']} | {cell(r, 'per_token_s', 1e6, '.2f')} | "
-        f"{r['memory_bytes'] / 2**20:.1f} | {cell(r, 'peak_fraction', 100, '.1f')} |"
-        for r in results["decode"]),
+      *markdown_table(
+          ["form", "tokens", "time per token (us)", "compiled memory (MiB)",
+           "fraction of peak (%)"],
+          [[r["form"], str(r["tokens"]), cell(r, "per_token_s", 1e6, ".2f"),
+            f"{r['memory_bytes'] / 2**20:.1f}", cell(r, "peak_fraction", 100, ".1f")]
+           for r in results["decode"]]),
   ]
   return "\n".join(sections) + "\n"
-
-
-def write_atomically(path: pathlib.Path, text: str):
-  """Writes next to `path` and renames it into place, so a reader never sees half a file."""
-  partial = path.with_name(path.name + ".tmp")
-  partial.write_text(text)
-  os.replace(partial, path)
 
 
 def machine_info() -> dict:
@@ -553,8 +542,8 @@ def main(argv=None) -> dict:
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   table = markdown(results)
-  write_atomically(out / "results.json", json.dumps(results, indent=2))
-  write_atomically(out / "results.md", table)
+  write_json_atomically(out / "results.json", results)
+  write_text_atomically(out / "results.md", table)
   print(table, flush=True)
   return results
 

@@ -2,7 +2,7 @@
 Table 2: the text task's model, synthetic byte tokens, steps/s and peak memory, speed-up against
 softmax at the same length).
 
-    python -m lra.benchmark [--attentions softmax rfa_gaussian ... | all] [--lengths 1024 2048 3072 4096]
+    python -m benchmarks.harness [--attentions softmax rfa_gaussian ... | all] [--lengths 1024 2048 3072 4096]
         [--dtype float32|bfloat16] [--override model.num_layers=1 ...]
 
 A cell that does not fit (compiled memory over --memory-budget-gib, or out of memory when it runs)
@@ -22,9 +22,10 @@ import numpy as np
 
 from lra import attention as attention_registry
 from lra import config_lib, parallelism
-from lra.metrics import device_peak_memory_bytes, max_rss_bytes, write_json_atomically
+from lra.records import (device_peak_memory_bytes, markdown_table, max_rss_bytes,
+                         write_json_atomically)
 from lra.train import init_training
-from rfa_jax.benchmark import compiled_memory_bytes, failure
+from benchmarks.attention import compiled_memory_bytes, failure
 
 TEXT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "text.py"
 
@@ -95,9 +96,9 @@ def relative_to_baseline(rows, baseline):
 
 def markdown(rows, lengths, baseline) -> str:
   """LRA Table 2 layout: steps/s (speed-up) and peak memory (ratio) per mechanism and length."""
-  header = "| attention | " + " | ".join(f"{size(n)} steps/s (×{baseline})" for n in lengths)
-  header += " | " + " | ".join(f"{size(n)} memory GiB (×{baseline})" for n in lengths) + " |"
-  lines = [header, "|---" * (1 + 2 * len(lengths)) + "|"]
+  header = (["attention"] + [f"{size(n)} steps/s (×{baseline})" for n in lengths]
+            + [f"{size(n)} memory GiB (×{baseline})" for n in lengths])
+  lines = []
   for name in dict.fromkeys(r["attention"] for r in rows):
     by_length = {r["length"]: r for r in rows if r["attention"] == name}
     speed, memory = [], []
@@ -107,8 +108,8 @@ def markdown(rows, lengths, baseline) -> str:
                    if "steps_per_sec" in r else skipped_cell(r))
       memory.append(f"{r['memory_bytes'] / 2**30:.2f} ({r.get('memory_ratio', float('nan')):.2f}×)"
                     if "memory_bytes" in r else "-")
-    lines.append(f"| {name} | " + " | ".join(speed + memory) + " |")
-  return "\n".join(lines) + "\n"
+    lines.append([name, *speed, *memory])
+  return "\n".join(markdown_table(header, lines)) + "\n"
 
 
 def size(length: int) -> str:
@@ -160,7 +161,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="config.dtype: activations and matrix products")
   parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                       help="config entries to set, e.g. model.num_layers=1")
-  parser.add_argument("--out", default="benchmarks/results/lra")
+  parser.add_argument("--out", default="benchmarks/results/harness")
   return parser.parse_args(argv)
 
 

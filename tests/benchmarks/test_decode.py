@@ -2,7 +2,7 @@
 
 import json
 
-from lra import decode_benchmark
+from benchmarks import decode as decode_benchmark
 
 
 def test_quick_decode_benchmark_writes_json_and_markdown(tmp_path):

@@ -1,0 +1,1 @@
+"""Benchmarks of the library and the harness, run from the checkout: `python -m benchmarks.<name>`."""

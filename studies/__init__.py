@@ -1,0 +1,1 @@
+"""Scripted experiments over the library and the harness, run from the checkout: `python -m studies.<name>`."""

@@ -1,0 +1,163 @@
+"""The options that change what RFA computes (`normalizer`, the exact kernel, the `kind=` alias):
+every form against the quadratic reference, forward and gradients, and the module's use of them."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import rfa_jax
+from rfa_jax.normalizer import normalize
+from rfa_jax.random_features import l2_normalize
+
+B, L, H, D, DV, F = 2, 11, 3, 8, 5, 16
+
+
+def _inputs(seed=0, length=L):
+  ks = jax.random.split(jax.random.PRNGKey(seed), 6)
+  q = jax.random.normal(ks[0], (B, length, H, D))
+  k = jax.random.normal(ks[1], (B, length, H, D))
+  v = jax.random.normal(ks[2], (B, length, H, DV))
+  projection = rfa_jax.random_projection(ks[3], H, F, D)
+  gate = jax.nn.sigmoid(3.0 * jax.random.normal(ks[4], (B, length, H)))
+  mask = jnp.arange(length)[None] < jnp.array([[length], [length - 4]])
+  return q, k, v, projection, gate, mask
+
+
+def _assert_same(fast, reference, args, atol=2e-5):
+  np.testing.assert_allclose(fast(*args), reference(*args), atol=atol, rtol=1e-4)
+  cotangent = jax.random.normal(jax.random.PRNGKey(9), reference(*args).shape)
+  grads = [jax.grad(lambda *a: jnp.sum(fn(*a) * cotangent), argnums=tuple(range(len(args))))(*args)
+           for fn in (fast, reference)]
+  for g_fast, g_ref in zip(*grads):
+    np.testing.assert_allclose(g_fast, g_ref, atol=atol * 10, rtol=1e-3)
+
+
+@pytest.mark.parametrize("normalizer", rfa_jax.NORMALIZERS)
+@pytest.mark.parametrize("form", ["noncausal", "cross", "token_scan", "chunked", "gated_chunked",
+                                  "gated_token_scan"])
+def test_every_form_applies_the_normalizer_like_the_reference(normalizer, form):
+  q, k, v, projection, gate, mask = _inputs()
+  options = dict(sigma=jnp.array([0.6, 1.0, 1.4]), normalizer=normalizer, key_mask=mask)
+  if form == "cross":
+    fast = lambda q, k, v: rfa_jax.rfa_cross(q[:, :6], k, v, projection, **options)
+    ref = lambda q, k, v: rfa_jax.rfa_reference(q[:, :6], k, v, projection, **options)
+  elif form == "noncausal":
+    fast = lambda q, k, v: rfa_jax.rfa(q, k, v, projection, **options)
+    ref = lambda q, k, v: rfa_jax.rfa_reference(q, k, v, projection, **options)
+  else:
+    g = gate if form.startswith("gated") else None
+    chunk_size = 1 if form.endswith("token_scan") else 4
+    fast = jax.jit(lambda q, k, v: rfa_jax.rfa(q, k, v, projection, causal=True, gate=g,
+                                              chunk_size=chunk_size, **options))
+    ref = lambda q, k, v: rfa_jax.rfa_reference(q, k, v, projection, causal=True, gate=g, **options)
+  _assert_same(fast, ref, (q, k, v))
+
+
+@pytest.mark.parametrize("normalizer", ["clamp1", "rms"])
+def test_decode_steps_and_prefill_apply_the_normalizer(normalizer):
+  q, k, v, projection, gate, _ = _inputs()
+  options = dict(sigma=1.2, normalizer=normalizer)
+  expected = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate, **options)
+  state = rfa_jax.init_decode_state(B, H, rfa_jax.feature_dim(F), DV)
+  step = jax.jit(functools.partial(rfa_jax.decode_step, projection=projection, **options))
+  outputs = []
+  for t in range(5):
+    state, out = step(state, q[:, t], k[:, t], v[:, t], gate_t=gate[:, t])
+    outputs.append(out)
+  state, tail = rfa_jax.prefill(state, q[:, 5:], k[:, 5:], v[:, 5:], projection, gate=gate[:, 5:],
+                                **options)
+  np.testing.assert_allclose(jnp.concatenate([jnp.stack(outputs, 1), tail], 1), expected, atol=2e-5)
+
+
+def test_normalizer_rules():
+  numerator = jnp.array([[3.0, 4.0], [0.0, 0.0], [1.0, 1.0]])
+  denominator = jnp.array([0.5, 0.0, -2.0])
+  np.testing.assert_allclose(normalize(numerator, denominator, "clamp1"),
+                             [[3.0, 4.0], [0.0, 0.0], [1.0, 1.0]])
+  rms = normalize(numerator, denominator, "rms")
+  np.testing.assert_allclose(rms[0], [3 / np.sqrt(12.5), 4 / np.sqrt(12.5)], rtol=1e-5)
+  np.testing.assert_array_equal(rms[1], 0.0)
+  q, k, v, projection, _, _ = _inputs()
+  with pytest.raises(ValueError, match="normalizer='softplus'; expected one of"):
+    rfa_jax.rfa(q, k, v, projection, normalizer="softplus")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gaussian_kernel_attention_is_softmax_over_sigma_squared_normalised_logits(causal):
+  q, k, v, _, _, mask = _inputs()
+  sigma = jnp.array([1.5, 0.7, 2.0])
+  out = rfa_jax.kernel_attention(q, k, v, sigma=sigma, causal=causal, key_mask=mask)
+  for h in range(H):
+    head = slice(h, h + 1)
+    expected = rfa_jax.softmax_attention(l2_normalize(q[:, :, head]), l2_normalize(k[:, :, head]),
+                                         v[:, :, head], causal=causal, key_mask=mask,
+                                         scale=sigma[h] ** 2)
+    np.testing.assert_allclose(out[:, :, head], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("feature_map", ["gaussian", "arccos"])
+@pytest.mark.parametrize("gated", [False, True])
+def test_rfa_converges_to_kernel_attention_as_features_grow(feature_map, gated):
+  q, k, v, _, gate, mask = _inputs(seed=4)
+  options = dict(feature_map=feature_map, sigma=0.9, causal=gated, key_mask=mask,
+                 gate=gate if gated else None)
+  exact = rfa_jax.kernel_attention(q, k, v, **options)
+  errors = []
+  for num_features in (16, 256, 4096):
+    projections = [rfa_jax.random_projection(jax.random.PRNGKey(s), H, num_features, D)
+                   for s in range(4)]
+    errors.append(np.mean([float(jnp.sqrt(jnp.mean((rfa_jax.rfa(q, k, v, p, **options) - exact) ** 2)))
+                           for p in projections]))
+  assert errors[2] < errors[1] < errors[0] and errors[2] < 0.25 * errors[0], errors
+
+
+def test_kind_is_a_deprecated_alias_of_feature_map():
+  q, k, v, projection, _, _ = _inputs()
+  with pytest.warns(DeprecationWarning, match="kind= is deprecated"):
+    old = rfa_jax.rfa(q, k, v, projection, kind="arccos")
+  np.testing.assert_array_equal(old, rfa_jax.rfa(q, k, v, projection, feature_map="arccos"))
+  with pytest.raises(ValueError, match="disagree"), pytest.warns(DeprecationWarning):
+    rfa_jax.rfa(q, k, v, projection, feature_map="arccos", kind="gaussian")
+
+
+def _module(**kwargs):
+  return rfa_jax.RFAAttention(H, 12, qkv_features=H * D, rngs=nnx.Rngs(0), **kwargs)
+
+
+@pytest.mark.parametrize("causal, gated", [(False, False), (True, False), (True, True)])
+def test_exact_kernel_module_is_kernel_attention_of_its_projections(causal, gated):
+  module = _module(causal=causal, gated=gated, exact_kernel=True, sigma_init=1.7)
+  x = jax.random.normal(jax.random.PRNGKey(1), (B, L, 12))
+  mask = jnp.arange(L)[None] < jnp.array([[L], [L - 3]])
+  gate = jax.nn.sigmoid(module.gate(x)) if gated else None
+  expected = module.out(rfa_jax.kernel_attention(
+      module.query(x), module.key(x), module.value(x), sigma=module.sigma[...], causal=causal,
+      key_mask=mask, gate=gate))
+  np.testing.assert_allclose(module(x, mask=mask), expected, atol=1e-5)
+  out, captured = nnx.capture(module, nnx.Intermediate)(x, mask=mask, sow_weights=True)
+  weights = captured["attention_weights"].get_value()[0]
+  mixed = jnp.einsum("bhij,bjhd->bihd", weights, module.value(x))
+  np.testing.assert_allclose(module.out(mixed), out, atol=1e-5)
+  if causal:
+    module.init_cache((B, L, 12))
+    with pytest.raises(ValueError, match="exact_kernel=True has no decode state"):
+      module(x[:, :1], decode=True)
+
+
+def test_module_normalizer_reaches_every_path():
+  x = jax.random.normal(jax.random.PRNGKey(2), (B, L, 12))
+  for normalizer in ("clamp1", "rms"):
+    module = _module(causal=True, normalizer=normalizer)
+    q, k, v = module.query(x), module.key(x), module.value(x)
+    expected = module.out(rfa_jax.rfa_reference(q, k, v, module.evaluation_projection(), causal=True,
+                                                normalizer=normalizer))
+    np.testing.assert_allclose(module(x), expected, atol=1e-5)
+    module.init_cache((B, L, 12))
+    decoded = jnp.concatenate([module(x[:, t:t + 1], decode=True) for t in range(L)], 1)
+    np.testing.assert_allclose(decoded, expected, atol=1e-5)
+  with pytest.raises(ValueError, match="normalizer='max'"):
+    _module(normalizer="max")
