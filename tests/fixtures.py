@@ -1,4 +1,5 @@
-"""Tiny data sets in the official formats of the LRA tasks, written by the tests (no downloads)."""
+"""What the tests share: tiny data sets in the official formats of the LRA tasks (no downloads), the
+tiny model configuration, and the environment of the command-line runs."""
 
 import json
 import os
@@ -9,7 +10,20 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from lra import config_lib
 from lra.data import listops, retrieval
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# A one-layer, 16-wide model: what every test that trains starts from.
+TINY_MODEL = {"model.num_layers": 1, "model.emb_dim": 16, "model.num_heads": 2, "model.qkv_dim": 16,
+              "model.mlp_dim": 16}
+
+
+def tiny_config(task: str, arg: str, **settings):
+  """`--config=configs/<task>.py:<arg>` with `TINY_MODEL`, then `settings` (dotted keys to values)."""
+  config = config_lib.load(str(ROOT / "configs" / f"{task}.py"), arg)
+  return config_lib.override(config, {**TINY_MODEL, **settings})
+
 
 # `[MAX 2 9 [MIN 4 7 ] 0 ]` = 9 and `[SM 9 8 ]` = 7 in the LRA generator's text form.
 LISTOPS_EXPRESSIONS = [("( ( ( ( ( [MAX 2 ) 9 ) ( ( ( [MIN 4 ) 7 ) ] ) ) 0 ) ] )", 9),
@@ -18,6 +32,33 @@ LISTOPS_EXPRESSIONS = [("( ( ( ( ( [MAX 2 ) 9 ) ( ( ( [MIN 4 ) 7 ) ] ) ) 0 ) ] )
 AAN_ROWS = [("1.0", "P01-1", "P02-2", "Citing paper \"A\".", "Cited paper B."),
             ("0", "P01-1", "P03-3", "Citing paper \"A\".", "Unrelated caf\u00e9."),
             ("0.0", "P03-3", "P02-2", "Unrelated caf\u00e9.", "Cited paper B.")]
+
+
+TINY_LM = {
+    **TINY_MODEL,
+    "num_train_steps": 6, "eval_every": 3, "checkpoint_every": 2, "log_every": 2,
+    "batch_size": 8, "max_length": 16, "warmup_steps": 2, "num_eval_batches": -1,
+    "model.mlp_dim": 32, "model.dropout_rate": 0.1,
+}
+
+
+def write_corpus(path) -> str:
+  """About 12 KB of text with some structure: numbered lines of words."""
+  words = ["alpha", "beta", "gamma", "delta", "rfa", "state", "segment", "byte"]
+  rng = np.random.default_rng(0)
+  lines = [f"{i}: " + " ".join(rng.choice(words, 4)) for i in range(500)]
+  path.write_text("\n".join(lines) + "\n")
+  return str(path)
+
+
+def tiny_lm_config(corpus, arg="rfa_gaussian,gated,stateful", **overrides):
+  """The lm task on the text file `corpus` with a tiny model, 6 steps; `overrides`: dotted keys."""
+  config = tiny_config("lm", arg, **{**TINY_LM, "task_options.source": "files",
+                                     "task_options.files": corpus, **overrides})
+  if "num_features" in config.model.attention_options and "model.attention_options.num_features" \
+      not in overrides:
+    config.model.attention_options.num_features = 8
+  return config
 
 
 def subprocess_env(devices: int, **extra) -> dict:

@@ -14,6 +14,7 @@ FORMS = ("softmax", "rfa", "softmax causal", "rfa causal token scan", "rfa causa
          "rfa gated chunked C=32")
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_row(tmp_path):
   benchmark.main(["--quick", "--lengths", "64", "128", "--chunk-sizes", "32", "--repeats", "1",
                   "--out", str(tmp_path)])

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from benchmarks import decode as decode_benchmark
 
 
+@pytest.mark.slow
 def test_quick_decode_benchmark_writes_json_and_markdown(tmp_path):
   results = decode_benchmark.main(["--quick", f"--out={tmp_path}"])
   saved = json.loads((tmp_path / "decode.json").read_text())

@@ -23,6 +23,7 @@ def run_script(*args, timeout=600):
   return completed.stdout
 
 
+@pytest.mark.slow
 def test_quick_check_runs_every_part(tmp_path):
   output = run_script("--quick", "--out", str(tmp_path))
   results = json.loads((tmp_path / "results.json").read_text())
@@ -49,6 +50,7 @@ def test_quick_check_runs_every_part(tmp_path):
     assert section in table
 
 
+@pytest.mark.slow
 def test_spent_time_budget_records_measurements_as_not_run(tmp_path):
   results = gpu_check.main(["--quick", "--skip-torch", "--time-budget-s", "0",
                             "--out", str(tmp_path)])
@@ -60,6 +62,7 @@ def test_spent_time_budget_records_measurements_as_not_run(tmp_path):
   assert "not run" in (tmp_path / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_full_check_needs_a_gpu():
   with pytest.raises(SystemExit, match="no GPU"):
     gpu_check.main(["--skip-torch"])

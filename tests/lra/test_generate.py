@@ -12,7 +12,7 @@ from flax import nnx
 
 import fixtures
 from lra import generate, models, train
-from test_lm import tiny_config, write_corpus
+from fixtures import tiny_lm_config as tiny_config, write_corpus
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -60,6 +60,7 @@ def test_mechanisms_without_a_decode_path_say_so():
     generate.sample(tiny_lm("linear"), np.zeros((1, 2), np.int32), 4)
 
 
+@pytest.mark.slow
 def test_cli_samples_from_a_trained_workdir(tmp_path):
   corpus = write_corpus(tmp_path / "text.txt")
   config = tiny_config(corpus, "rfa_gaussian,gated", num_train_steps=2, eval_every=2,

@@ -11,37 +11,12 @@ import pytest
 from flax import nnx
 from jax.sharding import Mesh
 
-from fixtures import records
+from fixtures import records, tiny_lm_config as tiny_config, write_corpus
 from lra import config_lib, parallelism, train
 from lra.checkpoints import CheckpointSlot
 from lra.data import lm
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TINY = {
-    "num_train_steps": 6, "eval_every": 3, "checkpoint_every": 2, "log_every": 2,
-    "batch_size": 8, "max_length": 16, "warmup_steps": 2, "num_eval_batches": -1,
-    "model.num_layers": 1, "model.emb_dim": 16, "model.num_heads": 2, "model.qkv_dim": 16,
-    "model.mlp_dim": 32, "model.dropout_rate": 0.1,
-}
-
-
-def write_corpus(path) -> str:
-  """About 12 KB of text with some structure: numbered lines of words."""
-  words = ["alpha", "beta", "gamma", "delta", "rfa", "state", "segment", "byte"]
-  rng = np.random.default_rng(0)
-  lines = [f"{i}: " + " ".join(rng.choice(words, 4)) for i in range(500)]
-  path.write_text("\n".join(lines) + "\n")
-  return str(path)
-
-
-def tiny_config(corpus, arg="rfa_gaussian,gated,stateful", **overrides):
-  config = config_lib.load(str(ROOT / "configs" / "lm.py"), arg)
-  if "num_features" in config.model.attention_options:
-    config.model.attention_options.num_features = 8
-  return config_lib.override(config, {**TINY, "task_options.source": "files",
-                                      "task_options.files": corpus, **overrides})
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
   return write_corpus(tmp_path_factory.mktemp("corpus") / "text.txt")
@@ -88,6 +63,7 @@ def test_stateful_run_reports_bits_per_byte(stateful_run):
   assert not any(key.endswith("accuracy") and key.startswith("best") for key in results)
 
 
+@pytest.mark.slow
 def test_stateful_run_resumes_after_an_interruption(stateful_run, corpus, tmp_path, monkeypatch):
   work, results = stateful_run
   save = CheckpointSlot.save

@@ -9,20 +9,19 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import fixtures
 import rfa_jax
 from lra import attention, config_lib, models, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 B, L, E, H = 8, 24, 16, 2
-TINY = {"max_length": L, "batch_size": B, "warmup_steps": 1, "learning_rate": 1e-3,
-        "model.num_layers": 1, "model.emb_dim": E, "model.num_heads": H, "model.qkv_dim": E,
-        "model.mlp_dim": 16, "model.dropout_rate": 0.1}
+SETTINGS = {"max_length": L, "batch_size": B, "warmup_steps": 1, "learning_rate": 1e-3,
+            "model.dropout_rate": 0.1}
+assert (fixtures.TINY_MODEL["model.emb_dim"], fixtures.TINY_MODEL["model.num_heads"]) == (E, H)
 
 
 def tiny_config(name, dtype):
-  config = config_lib.load(str(ROOT / "configs" / "listops.py"), name)
-  config.dtype = dtype
-  return config_lib.override(config, TINY)
+  return fixtures.tiny_config("listops", name, dtype=dtype, **SETTINGS)
 
 
 def padded_batch(seed=0):

@@ -216,10 +216,11 @@ def test_training_time_integrates_steps_per_second_or_uses_a_time_field():
   assert report.training_time(timed) == ({10: 7.0, 20: 14.0}, "the metrics rows' `time`")
 
 
+@pytest.mark.slow
 def test_cli_writes_into_root_by_default_and_reads_a_benchmark_flag(tmp_path):
   write_workdir(tmp_path / "listops" / "softmax" / "seed0", "listops", "softmax", 0, 0.3)
   command = [sys.executable, "-m", "lra.report", str(tmp_path),
-             f"--benchmark={ROOT / 'benchmarks' / 'results' / 'lra' / 'results.json'}"]
+             f"--benchmark={ROOT / 'benchmarks' / 'results' / 'harness' / 'results.json'}"]
   done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr
   markdown = (tmp_path / "report.md").read_text()

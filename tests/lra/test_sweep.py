@@ -80,6 +80,7 @@ def fake_run(tmp_path, name, script):
                    (sys.executable, "-c", script.replace("WORKDIR", repr(str(workdir)))))
 
 
+@pytest.mark.slow
 def test_sweep_skips_finished_runs_records_failures_and_goes_on(tmp_path):
   done = fake_run(tmp_path, "done", "")
   done.workdir.mkdir()
@@ -127,6 +128,7 @@ def _sweep_cli(root, data_dir):
                           stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not pathlib.Path("/proc/self/task").exists(), reason="reads /proc")
 def test_a_killed_run_is_recorded_and_resumed_by_rerunning_the_sweep(tmp_path):
   data_dir, root = tmp_path / "data", tmp_path / "runs"  # the first run generates the data
@@ -173,6 +175,7 @@ def _is_gone(pid) -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_killed_sweep_leaves_no_run_behind(tmp_path):
   script = ("import sys; from lra import sweep; sweep.sweep([sweep.Run('listops', 'slow', 0, "

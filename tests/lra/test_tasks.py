@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fixtures
-from lra import attention, config_lib, parallelism, train
+from lra import attention, parallelism, train
 from lra.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -33,8 +33,7 @@ NUM_TEST = {"listops": 2, "text": 20, "retrieval": 3, "image": NUM_CIFAR10, "pat
             "pathx": 1}
 TINY = {
     "batch_size": 8, "num_train_steps": 2, "eval_every": 2, "checkpoint_every": 2, "log_every": 1,
-    "warmup_steps": 1, "model.num_layers": 1, "model.emb_dim": 16, "model.num_heads": 2,
-    "model.qkv_dim": 16, "model.mlp_dim": 16,
+    "warmup_steps": 1,
 }
 # Options that give every structured path (several blocks, chunks, landmarks) at 33 tokens
 # (32 + CLS, which no block size divides); the defaults otherwise.
@@ -56,11 +55,10 @@ SMALL_OPTIONS = {
 def tiny_config(task, name, **overrides):
   """The task's config with a one-layer 16-wide model, 2 steps and `name`'s small options;
   `overrides`: dotted keys to values."""
-  config = config_lib.load(str(ROOT / "configs" / f"{task}.py"), name)
   settings = {**TINY, **{f"model.attention_options.{key}": value
                          for key, value in SMALL_OPTIONS.get(name, {}).items()},
               "max_length": LENGTHS[task], **overrides}
-  config_lib.override(config, settings)
+  config = fixtures.tiny_config(task, name, **settings)
   if task == "text":
     config.task_options.source = "aclimdb"
   return config
@@ -91,6 +89,7 @@ def data_dirs(tmp_path_factory):
   return dirs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_task_trains_and_tests_from_its_files(task, data_dirs, tmp_path):
   config = tiny_config(task, "rfa_gaussian", data_dir=str(data_dirs[task]))

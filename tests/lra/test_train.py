@@ -16,23 +16,22 @@ from flax import nnx
 
 import fixtures
 from fixtures import records
-from lra import config_lib, run_record, train
+from lra import run_record, train
 from lra.data import listops
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = {
+    **fixtures.TINY_MODEL,
     "num_train_steps": 8, "eval_every": 4, "checkpoint_every": 2, "log_every": 2,
     "batch_size": 8, "max_length": 48, "warmup_steps": 2, "learning_rate": 0.05,
-    "model.num_layers": 1, "model.emb_dim": 16, "model.num_heads": 2, "model.qkv_dim": 16,
-    "model.mlp_dim": 16, "model.dropout_rate": 0.1,
+    "model.dropout_rate": 0.1,
     "task_options.generate_train": 96, "task_options.generate_eval": 20,
     "task_options.min_length": 16, "task_options.max_length": 48,
 }
 
 
 def tiny_config(data_dir, attention="rfa_gaussian", **overrides):
-  config = config_lib.load(str(ROOT / "configs" / "listops.py"), attention)
-  return config_lib.override(config, {**TINY, "data_dir": str(data_dir), **overrides})
+  return fixtures.tiny_config("listops", attention, **{**TINY, "data_dir": str(data_dir), **overrides})
 
 
 def cli_args(config_overrides):
@@ -89,6 +88,7 @@ def test_rerunning_a_finished_run_keeps_its_results(reference_run):
   assert (root / "work" / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_resume_after_kill_ends_with_the_uninterrupted_metrics(reference_run, tmp_path):
   root, results = reference_run
   process = run_cli(tmp_path, root / "data", wait=False)
@@ -108,6 +108,7 @@ def test_resume_after_kill_ends_with_the_uninterrupted_metrics(reference_run, tm
   assert records(tmp_path) == records(root / "work")
 
 
+@pytest.mark.slow
 def test_one_device_gives_the_eight_device_results(reference_run, tmp_path):
   root, results = reference_run
   run_cli(tmp_path, root / "data", devices=1)
@@ -118,6 +119,7 @@ def test_one_device_gives_the_eight_device_results(reference_run, tmp_path):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_two_processes_as_two_hosts_give_the_single_host_results(reference_run, tmp_path):
   root, results = reference_run
   port = 20000 + os.getpid() % 20000
@@ -206,6 +208,7 @@ def test_rerun_on_other_data_stops(reference_run, short_run, tmp_path):
   assert _snapshot(short_run) == before
 
 
+@pytest.mark.slow
 def test_rerun_may_train_on_and_change_logging_and_evaluation_frequency(reference_run, tmp_path):
   root, results = reference_run
   work = tmp_path / "work"

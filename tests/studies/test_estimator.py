@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from studies import estimator as estimator_study
 
 
+@pytest.mark.slow
 def test_quick_study_writes_tables_that_show_the_sharp_attention_failure(tmp_path):
   estimator_study.main(["--quick", "--out", str(tmp_path)])
   results = json.loads((tmp_path / "results.json").read_text())

@@ -4,10 +4,12 @@ import json
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from studies import listops as study
 
 
+@pytest.mark.slow
 def test_quick_study_trains_probes_and_writes_tables_and_plots(tmp_path):
   out, data = tmp_path / "out", tmp_path / "data"
   args = ["--quick", "--variants=clamp1", "--steps=2", "--measure-every=1", f"--out={out}",
