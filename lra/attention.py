@@ -20,7 +20,7 @@ from flax import nnx
 
 from lra import rfa_attention
 from lra.baselines import (bigbird, linear, linformer, local, longformer, nystromformer, performer,
-                           reformer, sinkhorn, softmax, sparse, synthesizer)
+                           reformer, sinkhorn, sliding_window, softmax, sparse, synthesizer)
 
 DTYPES = ("float32", "bfloat16")
 
@@ -37,6 +37,7 @@ _MECHANISMS: dict[str, Callable[..., nnx.Module]] = {
     "performer": performer.PerformerAttention,
     "reformer": reformer.ReformerAttention,
     "sinkhorn": sinkhorn.SinkhornAttention,
+    "sliding_window": sliding_window.SlidingWindowAttention,
     "sparse": sparse.SparseAttention,
     "synthesizer": synthesizer.SynthesizerAttention,
 }

@@ -4,16 +4,20 @@ Shapes: q, k: [batch, length, heads, head_dim], v: [batch, length, heads, value_
 projection: [heads, num_features, head_dim]. Queries and keys are L2-normalised and the projection is
 scaled by sigma (scalar or [heads]); as num_features grows the output tends to softmax attention with
 logits sigma^2 q^ . k^ (feature_map="gaussian"). `normalizer` is the denominator rule
-(`rfa_jax.normalizer`). Features, states and sums are float32; the output has v's dtype.
+(`rfa_jax.normalizer`). `window=w` adds exact softmax attention over the w nearest positions
+(`rfa_jax.window`, logits q . k / sqrt(head_dim)) to the RFA output: out = RFA + window attention.
+Features, states and sums are float32; the output has v's dtype.
 """
 
+import jax
 import jax.numpy as jnp
 
 from rfa_jax import causal as causal_forms
 from rfa_jax.normalizer import check_normalizer, normalize
 from rfa_jax.random_features import query_key_features
 from rfa_jax.validation import (check_attention_args, check_gate_values, check_projection,
-                                check_rank, check_sigma, resolve_feature_map)
+                                check_rank, check_sigma, check_window, resolve_feature_map)
+from rfa_jax.window import window_attention
 
 DEFAULT_CHUNK_SIZE = 64
 
@@ -40,7 +44,7 @@ def _mask_padding(k, v, key_mask):
 
 
 def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
-        gate=None, chunk_size=None, normalizer="floor", kind=None):
+        gate=None, chunk_size=None, normalizer="floor", window=None, kind=None):
   """Random feature attention. Returns [batch, length, heads, value_dim].
 
   feature_map: "gaussian" (sin/cos) or "arccos" (relu); `kind=` is its deprecated name.
@@ -50,15 +54,21 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
   key_mask: [batch, length] bool, False = padding. gate: [batch, length, heads] in (0, 1), causal only:
     S_i = g_i S_{i-1} + (1 - g_i) phi(k_i) v_i^T.
   normalizer: "floor" | "clamp1" | "rms", the denominator rule (`rfa_jax.normalizer`).
+  window: None, or w >= 1: add exact softmax attention over i - w < j <= i (causal) or |i - j| < w.
   """
   feature_map = resolve_feature_map(feature_map, kind)
   check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=causal,
-                       key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer)
+                       key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer,
+                       window=window)
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
-  if not causal:
-    return _noncausal(phi_q, phi_k, v, key_weight, normalizer).astype(v.dtype)
-  out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, None, normalizer)
+  if causal:
+    out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, None, normalizer)
+  else:
+    out = _noncausal(phi_q, phi_k, v, key_weight, normalizer)
+  if window is not None:
+    out = out + window_attention(q, k, v.astype(jnp.float32), window=window, causal=causal,
+                                 key_mask=key_mask)
   return out.astype(v.dtype)
 
 
@@ -76,19 +86,49 @@ def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normal
 
 
 def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mask=None,
-            gate=None, chunk_size=None, normalizer="floor", kind=None):
+            gate=None, chunk_size=None, normalizer="floor", window=None, kind=None):
   """Causal RFA over a block of tokens that continues from `state` (e.g. a prompt, or a decode cache).
 
   Arguments as in `rfa(..., causal=True)`; returns (new_state, out: [batch, length, heads, value_dim]).
-  `prefill(init_decode_state(...), ...)` gives the output of `rfa(..., causal=True)`.
+  `prefill(init_decode_state(...), ...)` gives the output of `rfa(..., causal=True)`; with `window`
+  the state must hold the window's cache (`init_decode_state(..., window=w, head_dim=d)`).
   """
   feature_map = resolve_feature_map(feature_map, kind)
   check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=True,
-                       key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer)
+                       key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer,
+                       window=window)
+  _check_window_state(state, window, q.shape[0])
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
-  out, state = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, state, normalizer)
+  out, rfa_state = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size,
+                           causal_forms.DecodeState(state.s, state.z), normalizer)
+  state = state._replace(s=rfa_state.s, z=rfa_state.z)
+  if window is not None:
+    kept = jnp.ones(q.shape[:2], bool) if key_mask is None else key_mask
+    keys, values, kept = (jnp.concatenate([cached, new.astype(cached.dtype)], 1) for cached, new in
+                          ((state.window_k, k), (state.window_v, v), (state.window_kept, kept)))
+    past = window - 1  # the cached keys sit just before the new ones
+    recent = window_attention(jnp.pad(q, [(0, 0), (past, 0), (0, 0), (0, 0)]), keys,
+                              values.astype(jnp.float32), window=window, causal=True, key_mask=kept)
+    out = out + recent[:, past:]
+    state = state._replace(window_k=keys[:, keys.shape[1] - past:],
+                           window_v=values[:, values.shape[1] - past:],
+                           window_kept=kept[:, kept.shape[1] - past:])
   return state, out.astype(v.dtype)
+
+
+def _check_window_state(state, window, batch):
+  """The decode state holds a window cache exactly when `window` is given, of w - 1 positions."""
+  if window is None:
+    if state.window_k is not None:
+      raise ValueError("the decode state holds a window cache but window=None; pass the window it was "
+                       "made for")
+    return
+  if state.window_k is None or state.window_k.shape[:2] != (batch, window - 1):
+    got = None if state.window_k is None else state.window_k.shape
+    raise ValueError(f"window={window} needs a decode state with the window's cache "
+                     f"(window_k [batch={batch}, {window - 1}, heads, head_dim]); got {got}: use "
+                     f"init_decode_state(..., window={window}, head_dim=...)")
 
 
 def rfa_cross(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mask=None,
@@ -106,7 +146,7 @@ def rfa_cross(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mas
 
 
 def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sigma=1.0, gate_t=None,
-                normalizer="floor", kind=None):
+                normalizer="floor", window=None, kind=None):
   """One step of causal RFA. q_t, k_t: [batch, heads, head_dim], v_t: [batch, heads, value_dim],
   gate_t: [batch, heads] in (0, 1) or None. Returns (new_state, out_t: [batch, heads, value_dim]).
 
@@ -122,6 +162,8 @@ def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sig
   check_projection(projection, q_t.shape[1], q_t.shape[2])
   check_sigma(sigma, q_t.shape[1])
   check_normalizer(normalizer)
+  check_window(window)
+  _check_window_state(state, window, q_t.shape[0])
   expected_state = (q_t.shape[0], q_t.shape[1], None, v_t.shape[2])
   if state.s.shape[:2] != q_t.shape[:2] or state.s.shape[3] != v_t.shape[2]:
     raise ValueError(f"state.s has shape {state.s.shape}; expected {expected_state} "
@@ -134,5 +176,16 @@ def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sig
     gate_t = gate_t.astype(jnp.float32)
     key_weight = 1 - gate_t
   phi_q, phi_k = query_key_features(q_t, k_t, projection, feature_map, sigma)
-  state, out = causal_forms.recurrent_step(state, phi_q, phi_k, v_t, key_weight, gate_t, normalizer)
+  rfa_state, out = causal_forms.recurrent_step(causal_forms.DecodeState(state.s, state.z), phi_q,
+                                               phi_k, v_t, key_weight, gate_t, normalizer)
+  state = state._replace(s=rfa_state.s, z=rfa_state.z)
+  if window is not None:
+    keys = jnp.concatenate([state.window_k, k_t[:, None].astype(state.window_k.dtype)], 1)
+    values = jnp.concatenate([state.window_v, v_t[:, None].astype(state.window_v.dtype)], 1)
+    kept = jnp.concatenate([state.window_kept, jnp.ones((q_t.shape[0], 1), bool)], 1)
+    logits = jnp.einsum("bhd,bjhd->bhj", q_t, keys.astype(q_t.dtype),
+                        preferred_element_type=jnp.float32) * q_t.shape[-1] ** -0.5
+    weights = jax.nn.softmax(jnp.where(kept[:, None], logits, -jnp.inf), -1)
+    out = out + jnp.einsum("bhj,bjhd->bhd", weights, values.astype(jnp.float32))
+    state = state._replace(window_k=keys[:, 1:], window_v=values[:, 1:], window_kept=kept[:, 1:])
   return state, out.astype(v_t.dtype)

@@ -19,16 +19,33 @@ from rfa_jax.normalizer import normalize
 
 
 class DecodeState(NamedTuple):
-  """Recurrent state of causal RFA: s: [B, H, F, dv], z: [B, H, F] (float32)."""
+  """Recurrent state of causal RFA: s: [B, H, F, dv], z: [B, H, F] (float32). With a local window
+  of w positions (`window=w`), also the previous w - 1 keys and values, oldest first:
+  window_k: [B, w - 1, H, head_dim], window_v: [B, w - 1, H, dv], window_kept: [B, w - 1] bool
+  (False: no key there yet, or a padded one)."""
   s: jax.Array
   z: jax.Array
+  window_k: jax.Array | None = None
+  window_v: jax.Array | None = None
+  window_kept: jax.Array | None = None
 
 
-def init_decode_state(batch: int, num_heads: int, feature_dim: int, value_dim: int) -> DecodeState:
+def init_decode_state(batch: int, num_heads: int, feature_dim: int, value_dim: int, *,
+                      window: int | None = None, head_dim: int | None = None,
+                      dtype=jnp.float32) -> DecodeState:
   """Zero state before the first token; feature_dim is the length of phi (2 * num_features for
-  gaussian)."""
-  return DecodeState(jnp.zeros((batch, num_heads, feature_dim, value_dim), jnp.float32),
-                     jnp.zeros((batch, num_heads, feature_dim), jnp.float32))
+  gaussian). `window` (with `head_dim`, and `dtype` for the cached keys and values) adds the window's
+  key/value cache: its size is fixed by w, not by the length decoded."""
+  state = DecodeState(jnp.zeros((batch, num_heads, feature_dim, value_dim), jnp.float32),
+                      jnp.zeros((batch, num_heads, feature_dim), jnp.float32))
+  if window is None:
+    return state
+  if head_dim is None:
+    raise ValueError("init_decode_state(window=...) needs head_dim (the keys' size in the window cache)")
+  return state._replace(
+      window_k=jnp.zeros((batch, window - 1, num_heads, head_dim), dtype),
+      window_v=jnp.zeros((batch, window - 1, num_heads, value_dim), dtype),
+      window_kept=jnp.zeros((batch, window - 1), bool))
 
 
 def recurrent_step(state: DecodeState, phi_q, phi_k, v, key_weight=None, decay=None,

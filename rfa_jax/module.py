@@ -22,9 +22,10 @@ from rfa_jax.attention import decode_step, prefill, rfa, rfa_cross
 from rfa_jax.causal import DecodeState, init_decode_state
 from rfa_jax.masks import check_representable, read_mask
 from rfa_jax.normalizer import check_normalizer
+from rfa_jax.validation import check_window
 from rfa_jax.random_features import FEATURE_MAPS, feature_dim, random_projection
 from rfa_jax.reference import kernel_attention
-from rfa_jax.weights import rfa_weights
+from rfa_jax.weights import rfa_weights, weights_of
 
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 _STORED_STREAMS = ("projection", "dropout", "default")
@@ -78,6 +79,9 @@ class RFAAttention(nnx.Module):
       checkpoint restored into any freshly built model reproduces evaluation exactly. Give layers
       distinct seeds for independent evaluation features.
     normalizer: the denominator rule, "floor" | "clamp1" | "rms" (`rfa_jax.normalizer`).
+    window: None, or w: add exact softmax attention (logits q . k / sqrt(head_dim)) over the w
+      nearest positions (i - w < j <= i causal, |i - j| < w otherwise) to the RFA output; the decode
+      cache then also holds the previous w - 1 keys and values (constant size). Self attention only.
     exact_kernel: compute exactly the kernel attention the features estimate
       (`rfa_jax.kernel_attention`: RFA with infinitely many features; quadratic in length), as a
       control. Not with decode=True.
@@ -121,7 +125,7 @@ class RFAAttention(nnx.Module):
                num_features: int = 64, feature_map: str = "gaussian", causal: bool = False,
                gated: bool = False, chunk_size: int | None = None, redraw: bool = True,
                orthogonal: bool = True, sigma_init: float = 1.0, projection_seed: int = 0,
-               normalizer: str = "floor", exact_kernel: bool = False):
+               normalizer: str = "floor", exact_kernel: bool = False, window: int | None = None):
     if attention_fn is not dot_product_attention:
       raise ValueError(f"attention_fn={attention_fn!r} cannot be used: RFA replaces the attention "
                        "function with its linear-time kernel, which has no attention weights to hand "
@@ -137,6 +141,7 @@ class RFAAttention(nnx.Module):
     if feature_map not in FEATURE_MAPS:
       raise ValueError(f"feature_map={feature_map!r}; expected one of {FEATURE_MAPS}")
     check_normalizer(normalizer)
+    check_window(window)
     if gated and not causal:
       raise ValueError("gated=True needs causal=True: the gate is a recency bias of causal attention")
     if not isinstance(projection_seed, (int, np.integer)):
@@ -152,7 +157,7 @@ class RFAAttention(nnx.Module):
     self.num_features, self.feature_map = num_features, feature_map
     self.causal, self.gated, self.chunk_size = causal, gated, chunk_size
     self.redraw, self.orthogonal, self.projection_seed = redraw, orthogonal, int(projection_seed)
-    self.normalizer, self.exact_kernel = normalizer, exact_kernel
+    self.normalizer, self.exact_kernel, self.window = normalizer, exact_kernel, window
 
     def linear(features_in, features_out, **kwargs):
       return nnx.LinearGeneral(features_in, features_out, dtype=dtype, param_dtype=param_dtype,
@@ -182,6 +187,8 @@ class RFAAttention(nnx.Module):
     self.sigma = nnx.Param(jnp.full((num_heads,), sigma_init, param_dtype))
     self.rngs = _stored_stream(rngs) if keep_rngs and (redraw or dropout_rate > 0) else None
     self.cached_s, self.cached_z, self.cache_index = nnx.data(None), nnx.data(None), nnx.data(None)
+    self.cached_window_k, self.cached_window_v = nnx.data(None), nnx.data(None)
+    self.cached_window_kept = nnx.data(None)
     self.cache_length = None
 
   def evaluation_projection(self) -> jax.Array:
@@ -196,13 +203,17 @@ class RFAAttention(nnx.Module):
 
   def init_cache(self, input_shape, dtype=jnp.float32):
     """Creates the decode state for inputs (batch, max_length, features): zero S, z (float32; `dtype` is
-    accepted as in MHA) and cache_index 0."""
+    accepted as in MHA), with `window` the previous w - 1 keys and values, and cache_index 0."""
     del dtype
     if len(input_shape) != 3:
       raise ValueError(f"input_shape={tuple(input_shape)}; expected (batch, max_length, features)")
     state = init_decode_state(input_shape[0], self.num_heads,
-                              feature_dim(self.num_features, self.feature_map), self.head_dim)
+                              feature_dim(self.num_features, self.feature_map), self.head_dim,
+                              window=self.window, head_dim=self.head_dim)
     self.cached_s, self.cached_z = nnx.Cache(state.s), nnx.Cache(state.z)
+    if self.window is not None:
+      self.cached_window_k, self.cached_window_v = nnx.Cache(state.window_k), nnx.Cache(state.window_v)
+      self.cached_window_kept = nnx.Cache(state.window_kept)
     self.cache_index = nnx.Cache(jnp.array(0, jnp.int32))
     self.cache_length = int(input_shape[1])
 
@@ -273,7 +284,7 @@ class RFAAttention(nnx.Module):
     if training and self.dropout_rate > 0:
       v = self._drop_values(v, self._next_key(rngs, "dropout"))
     options = dict(feature_map=self.feature_map, sigma=self.sigma[...].astype(jnp.float32),
-                   normalizer=self.normalizer)
+                   normalizer=self.normalizer, window=self.window)
 
     if decode:
       projection = self.evaluation_projection()
@@ -284,6 +295,10 @@ class RFAAttention(nnx.Module):
       projection = (self._draw_projection(self._next_key(rngs, "projection"))
                     if training and self.redraw else self.evaluation_projection())
       if k.shape[1] != q.shape[1]:
+        if self.window is not None:
+          raise ValueError(f"window={self.window} is a band of self attention; cross attention "
+                           "(inputs_k of another length) has none: build it with window=None")
+        options.pop("window")
         out = rfa_cross(q, k, v, projection, key_mask=key_mask, **options)
       else:
         out = rfa(q, k, v, projection, causal=causal, key_mask=key_mask, gate=gate,
@@ -299,10 +314,8 @@ class RFAAttention(nnx.Module):
     """The implicit attention weights a [B, H, Lq, Lk] of this call (out = a v)."""
     if projection is not None:
       return rfa_weights(q, k, projection, causal=causal, key_mask=key_mask, gate=gate, **options)
-    eye = jnp.broadcast_to(jnp.eye(k.shape[1], dtype=jnp.float32)[None, :, None, :],
-                           (k.shape[0], k.shape[1], k.shape[2], k.shape[1]))  # v = one-hot keys
-    out = kernel_attention(q, k, eye, causal=causal, key_mask=key_mask, gate=gate, **options)
-    return jnp.moveaxis(out, 2, 1)  # [B, Lq, H, Lk] -> [B, H, Lq, Lk]
+    return weights_of(lambda values: kernel_attention(q, k, values, causal=causal, key_mask=key_mask,
+                                                      gate=gate, **options), k.shape)
 
   def _is_deterministic(self, deterministic):
     value = _first(deterministic, self.deterministic, None)
@@ -361,7 +374,9 @@ class RFAAttention(nnx.Module):
     if self.cached_s.shape[0] != q.shape[0]:
       raise ValueError(f"the cache holds batch {self.cached_s.shape[0]}, the inputs have batch "
                        f"{q.shape[0]}; call init_cache with the inputs' batch size")
-    state = DecodeState(self.cached_s[...], self.cached_z[...])
+    window = (None if self.window is None else
+              [self.cached_window_k[...], self.cached_window_v[...], self.cached_window_kept[...]])
+    state = DecodeState(self.cached_s[...], self.cached_z[...], *(window or ()))
     if q.shape[1] == 1 and key_mask is None:
       state, out = decode_step(state, q[:, 0], k[:, 0], v[:, 0], projection,
                                gate_t=None if gate is None else gate[:, 0], **options)
@@ -370,6 +385,9 @@ class RFAAttention(nnx.Module):
       state, out = prefill(state, q, k, v, projection, key_mask=key_mask, gate=gate,
                            chunk_size=self.chunk_size, **options)
     self.cached_s[...], self.cached_z[...] = state.s, state.z
+    if self.window is not None:
+      self.cached_window_k[...], self.cached_window_v[...] = state.window_k, state.window_v
+      self.cached_window_kept[...] = state.window_kept
     self.cache_index[...] += q.shape[1]
     return out
 

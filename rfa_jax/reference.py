@@ -8,25 +8,29 @@ from rfa_jax.random_features import arccos_kernel, l2_normalize, query_key_featu
 from rfa_jax.validation import check_feature_map, resolve_feature_map
 
 
-def softmax_attention(q, k, v, *, causal=False, key_mask=None, scale=None):
+def softmax_attention(q, k, v, *, causal=False, key_mask=None, scale=None, window=None):
   """Exact softmax attention. q: [B, Lq, H, d], k: [B, Lk, H, d], v: [B, Lk, H, dv] -> [B, Lq, H, dv].
 
   Logits `scale * q . k` with scale = 1/sqrt(d) by default; `key_mask: [B, Lk]` (False = padding);
-  `causal` hides keys j > i. A query that sees no key outputs 0.
+  `causal` hides keys j > i; `window=w` hides keys outside i - w < j <= i (causal) or |i - j| < w.
+  A query that sees no key outputs 0.
   """
   scale = q.shape[-1] ** -0.5 if scale is None else scale
   logits = jnp.einsum("bihd,bjhd->bhij", q, k, preferred_element_type=jnp.float32) * scale
-  visible = _visibility(q.shape[0], q.shape[1], k.shape[1], causal, key_mask)
+  visible = _visibility(q.shape[0], q.shape[1], k.shape[1], causal, key_mask, window)
   logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1) * visible
   return jnp.einsum("bhij,bjhd->bihd", weights, v.astype(jnp.float32)).astype(v.dtype)
 
 
-def _visibility(batch, q_len, k_len, causal, key_mask):
+def _visibility(batch, q_len, k_len, causal, key_mask, window=None):
   """[B, 1, Lq, Lk] bool: query i may attend to key j."""
   visible = jnp.ones((batch, 1, q_len, k_len), bool)
   if causal:
     visible = visible & jnp.tril(jnp.ones((q_len, k_len), bool))
+  if window is not None:
+    gap = jnp.arange(q_len)[:, None] - jnp.arange(k_len)[None]
+    visible = visible & (gap < window) & (gap > (-1 if causal else -window))
   if key_mask is not None:
     visible = visible & key_mask[:, None, None, :]
   return visible
@@ -45,20 +49,21 @@ def gate_weights(gate):
 
 
 def rfa_reference(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
-                  key_mask=None, gate=None, normalizer="floor", kind=None):
+                  key_mask=None, gate=None, normalizer="floor", window=None, kind=None):
   """RFA with explicit attention weights: out_i = normalize(sum_j w_ij A_ij v_j, sum_j w_ij A_ij).
 
   A_ij = phi(q_i) . phi(k_j) and w_ij: 1, 0 for masked or future keys, or the gate weights
-  (`gate_weights`). Quadratic in length; also covers cross attention (Lq != Lk, non-causal).
+  (`gate_weights`); `window=w` adds `softmax_attention(..., window=w)`. Quadratic in length; also
+  covers cross attention (Lq != Lk, non-causal).
   """
   feature_map = resolve_feature_map(feature_map, kind)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   scores = jnp.einsum("bihf,bjhf->bhij", phi_q, phi_k)
-  return _mix(scores, v, causal, key_mask, gate, normalizer)
+  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window)
 
 
 def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
-                     gate=None, normalizer="floor"):
+                     gate=None, normalizer="floor", window=None):
   """The attention that RFA's random features estimate, computed exactly: RFA with infinitely many
   features. Quadratic in length; arguments as in `rfa` (no projection).
 
@@ -74,11 +79,12 @@ def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False
     scores = jnp.exp(sigma_sq * (jnp.einsum("bihd,bjhd->bhij", qn, kn) - 1.0))
   else:
     scores = sigma_sq * jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1)
-  return _mix(scores, v, causal, key_mask, gate, normalizer)
+  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window)
 
 
-def _mix(scores, v, causal, key_mask, gate, normalizer):
-  """normalize(sum_j w_ij s_ij v_j, sum_j w_ij s_ij) for scores s: [B, H, Lq, Lk]."""
+def _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window):
+  """normalize(sum_j w_ij s_ij v_j, sum_j w_ij s_ij) for scores s: [B, H, Lq, Lk], plus the window's
+  softmax attention."""
   q_len, k_len = scores.shape[2:]
   weights = _visibility(scores.shape[0], q_len, k_len, causal, key_mask).astype(jnp.float32)
   if gate is not None:
@@ -86,4 +92,8 @@ def _mix(scores, v, causal, key_mask, gate, normalizer):
   scores = scores * weights
   numerator = jnp.einsum("bhij,bjhd->bihd", scores, v.astype(jnp.float32))
   denominator = jnp.einsum("bhij->bih", scores)
-  return normalize(numerator, denominator, normalizer).astype(v.dtype)
+  out = normalize(numerator, denominator, normalizer)
+  if window is not None:
+    out = out + softmax_attention(q, k, v.astype(jnp.float32), causal=causal, key_mask=key_mask,
+                                  window=window)
+  return out.astype(v.dtype)

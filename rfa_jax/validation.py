@@ -60,8 +60,14 @@ def check_gate_values(name, gate):
                      f"[{values.min()}, {values.max()}]. Pass sigmoid(logits).")
 
 
+def check_window(window):
+  if window is not None and (not isinstance(window, (int, np.integer)) or window < 1):
+    raise ValueError(f"window={window!r}; expected None or a positive integer (positions of exact "
+                     "local attention)")
+
+
 def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=False, key_mask=None,
-                         gate=None, chunk_size=None, cross=False, normalizer="floor"):
+                         gate=None, chunk_size=None, cross=False, normalizer="floor", window=None):
   """Validates the arguments of `rfa` (cross=False) and `rfa_cross` (cross=True)."""
   layout = "[batch, length, heads, head_dim]"
   check_rank("q", q, 4, layout)
@@ -75,6 +81,7 @@ def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=Fals
     _fail("v", np.shape(v), f"[batch={batch}, length={k_len}, heads={heads}, value_dim]")
   check_feature_map(feature_map)
   check_normalizer(normalizer)
+  check_window(window)
   check_projection(projection, heads, head_dim)
   check_sigma(sigma, heads)
   if key_mask is not None and np.shape(key_mask) != (batch, k_len):

@@ -12,12 +12,14 @@ non-negative (sin/cos features) but sum to 1 wherever the floor rule's denominat
 import jax.numpy as jnp
 
 from rfa_jax.normalizer import normalize
+from rfa_jax.reference import softmax_attention
 from rfa_jax.random_features import query_key_features
 
 
 def rfa_weights(q, k, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
-                gate=None, normalizer="floor"):
-  """q: [B, Lq, H, d], k: [B, Lk, H, d] -> a: [B, H, Lq, Lk] float32 (arguments as in `rfa`)."""
+                gate=None, normalizer="floor", window=None):
+  """q: [B, Lq, H, d], k: [B, Lk, H, d] -> a: [B, H, Lq, Lk] float32 (arguments as in `rfa`; with
+  `window`, the window's softmax weights are added)."""
   if normalizer == "rms":
     raise ValueError("normalizer='rms' scales each query's output by the numerator's own RMS, which "
                      "depends on the values: it has no attention weights of its own")
@@ -33,4 +35,18 @@ def rfa_weights(q, k, projection, *, feature_map="gaussian", sigma=1.0, causal=F
     log_gate = jnp.cumsum(jnp.log(jnp.moveaxis(gate.astype(jnp.float32), -1, 1)), axis=-1)  # [B, H, L]
     gap = jnp.where(past, log_gate[..., :, None] - log_gate[..., None, :], -jnp.inf)
     scores = scores * jnp.exp(gap) * (1 - jnp.moveaxis(gate.astype(jnp.float32), -1, 1))[..., None, :]
-  return normalize(scores, jnp.sum(scores, axis=-1), normalizer)
+  weights = normalize(scores, jnp.sum(scores, axis=-1), normalizer)
+  if window is None:
+    return weights
+  return weights + weights_of(
+      lambda values: softmax_attention(q, k, values, causal=causal, key_mask=key_mask, window=window),
+      k.shape)
+
+
+def weights_of(attend, key_shape):
+  """The weights [B, H, Lq, Lk] of an attention that is linear in its values, `attend(v) -> out`:
+  its output for one-hot values (v_j = e_j). key_shape: [B, Lk, H, ...]."""
+  batch, length, heads = key_shape[:3]
+  one_hot = jnp.broadcast_to(jnp.eye(length, dtype=jnp.float32)[None, :, None, :],
+                             (batch, length, heads, length))
+  return jnp.moveaxis(attend(one_hot), 2, 1)  # [B, Lq, H, Lk] -> [B, H, Lq, Lk]

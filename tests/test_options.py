@@ -161,3 +161,93 @@ def test_module_normalizer_reaches_every_path():
     np.testing.assert_allclose(decoded, expected, atol=1e-5)
   with pytest.raises(ValueError, match="normalizer='max'"):
     _module(normalizer="max")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("length, window", [(11, 1), (11, 4), (8, 8), (5, 9), (12, 3)])
+def test_window_attention_is_softmax_over_the_band(causal, length, window):
+  q, k, v, _, _, mask = _inputs(seed=length * window, length=length)
+  options = dict(window=window, causal=causal, key_mask=mask)
+  fast = jax.jit(lambda q, k, v: rfa_jax.window_attention(q, k, v, **options))
+  ref = lambda q, k, v: rfa_jax.softmax_attention(q, k, v, **options)
+  _assert_same(fast, ref, (2.0 * q, k, v))
+
+
+@pytest.mark.parametrize("form", ["noncausal", "token_scan", "chunked", "gated_chunked"])
+@pytest.mark.parametrize("window", [1, 3, 16])
+def test_rfa_with_a_window_matches_the_reference_in_every_form(form, window):
+  q, k, v, projection, gate, mask = _inputs(seed=window)
+  causal = form != "noncausal"
+  options = dict(sigma=1.1, causal=causal, key_mask=mask, window=window,
+                 gate=gate if form.startswith("gated") else None)
+  chunk_size = 1 if form == "token_scan" else 4
+  fast = jax.jit(lambda q, k, v: rfa_jax.rfa(q, k, v, projection, chunk_size=chunk_size, **options))
+  ref = lambda q, k, v: rfa_jax.rfa_reference(q, k, v, projection, **options)
+  _assert_same(fast, ref, (q, k, v))
+  expected = (rfa_jax.rfa_reference(q, k, v, projection, **{**options, "window": None})
+              + rfa_jax.softmax_attention(q, k, v, causal=causal, key_mask=mask, window=window))
+  np.testing.assert_allclose(ref(q, k, v), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [1, 2, 5])
+def test_decoding_with_a_window_reproduces_causal_rfa(window):
+  q, k, v, projection, gate, mask = _inputs()
+  options = dict(sigma=1.2, window=window)
+  expected = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate, key_mask=mask, **options)
+  state = rfa_jax.init_decode_state(B, H, rfa_jax.feature_dim(F), DV, window=window, head_dim=D)
+  step = jax.jit(functools.partial(rfa_jax.decode_step, projection=projection, **options))
+  outputs = []
+  for t in range(3):
+    state, out = step(state, q[:, t], k[:, t], v[:, t], gate_t=gate[:, t])
+    outputs.append(out[:, None])
+  state, middle = rfa_jax.prefill(state, q[:, 3:9], k[:, 3:9], v[:, 3:9], projection,
+                                  gate=gate[:, 3:9], key_mask=mask[:, 3:9], **options)
+  outputs.append(middle)
+  for t in range(9, L):  # the second row's keys from 7 on are padding: decode_step sees them
+    state, out = step(state, q[:, t], k[:, t], v[:, t], gate_t=gate[:, t])
+    outputs.append(out[:, None])
+  decoded = jnp.concatenate(outputs, 1)
+  np.testing.assert_allclose(decoded[0], expected[0], atol=2e-5, rtol=1e-4)
+  np.testing.assert_allclose(decoded[1, :9], expected[1, :9], atol=2e-5, rtol=1e-4)
+  assert state.window_k.shape == (B, window - 1, H, D) and state.window_kept.shape == (B, window - 1)
+
+
+def test_a_window_needs_its_cache_and_a_positive_size():
+  q, k, v, projection, _, _ = _inputs()
+  plain = rfa_jax.init_decode_state(B, H, rfa_jax.feature_dim(F), DV)
+  with pytest.raises(ValueError, match="window=3 needs a decode state with the window's cache"):
+    rfa_jax.decode_step(plain, q[:, 0], k[:, 0], v[:, 0], projection, window=3)
+  with pytest.raises(ValueError, match="window=0; expected None or a positive integer"):
+    rfa_jax.rfa(q, k, v, projection, window=0)
+  with pytest.raises(ValueError, match="needs head_dim"):
+    rfa_jax.init_decode_state(B, H, 4, DV, window=3)
+
+
+def test_kernel_attention_with_a_window_adds_the_band():
+  q, k, v, _, gate, mask = _inputs()
+  options = dict(sigma=1.3, causal=True, key_mask=mask, gate=gate)
+  np.testing.assert_allclose(
+      rfa_jax.kernel_attention(q, k, v, window=3, **options),
+      rfa_jax.kernel_attention(q, k, v, **options)
+      + rfa_jax.softmax_attention(q, k, v, causal=True, key_mask=mask, window=3), atol=1e-6)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_module_window_decodes_trains_and_sows_like_its_forward(gated):
+  module = _module(causal=True, gated=gated, window=3)
+  x = jax.random.normal(jax.random.PRNGKey(3), (B, L, 12))
+  q, k, v = module.query(x), module.key(x), module.value(x)
+  gate = jax.nn.sigmoid(module.gate(x)) if gated else None
+  expected = module.out(rfa_jax.rfa_reference(q, k, v, module.evaluation_projection(), causal=True,
+                                              gate=gate, window=3, sigma=module.sigma[...]))
+  out, captured = nnx.capture(module, nnx.Intermediate)(x, sow_weights=True)
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  weights = captured["attention_weights"].get_value()[0]
+  np.testing.assert_allclose(module.out(jnp.einsum("bhij,bjhd->bihd", weights, v)), out, atol=1e-5)
+  module.init_cache((B, L, 12))
+  assert module.cached_window_k.shape == (B, 2, H, D)
+  head = module(x[:, :4], decode=True)
+  tail = jnp.concatenate([module(x[:, t:t + 1], decode=True) for t in range(4, L)], 1)
+  np.testing.assert_allclose(jnp.concatenate([head, tail], 1), expected, atol=1e-5)
+  with pytest.raises(ValueError, match="cross attention .* has none"):
+    _module(window=3)(x, x[:, :5])

@@ -2,7 +2,7 @@
 mechanism, all built on `common.Attention`)."""
 
 from lra.baselines import (bigbird, linear, linformer, local, longformer, nystromformer, performer,
-                           reformer, sinkhorn, softmax, sparse, synthesizer)
+                           reformer, sinkhorn, sliding_window, softmax, sparse, synthesizer)
 
 __all__ = ["bigbird", "linear", "linformer", "local", "longformer", "nystromformer", "performer",
-           "reformer", "sinkhorn", "softmax", "sparse", "synthesizer"]
+           "reformer", "sinkhorn", "sliding_window", "softmax", "sparse", "synthesizer"]

@@ -29,13 +29,14 @@ SMALL = {
     "linear": {},
     "performer": dict(num_features=32),
     "nystromformer": dict(num_landmarks=8),
+    "sliding_window": dict(window=8),
 }
 VARIANTS = {"sparse": dict(pattern="strided"), "synthesizer": dict(variant="dense")}
 CASES = [(name, options) for name, options in SMALL.items()] + [
     (name, {**SMALL[name], **extra}) for name, extra in VARIANTS.items()]
 IDS = list(SMALL) + [f"{name}-{next(iter(extra.values()))}" for name, extra in VARIANTS.items()]
 CAUSAL = ["softmax", "local", "sparse", "longformer", "bigbird", "linear", "performer",
-          "synthesizer"]
+          "synthesizer", "sliding_window"]
 NONCAUSAL_ONLY = ["linformer", "reformer", "sinkhorn", "nystromformer"]
 
 
@@ -169,6 +170,7 @@ def test_softmax_is_exact_attention():
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("name, options", [
     ("local", dict(block_size=64)),
+    ("sliding_window", dict(window=L)),
     ("longformer", dict(window=2 * L)),
     ("longformer", dict(window=2 * L, num_global_tokens=0)),
     ("bigbird", dict(block_size=4, num_random_blocks=L)),
@@ -208,6 +210,7 @@ def _bigbird_pattern(i, j, causal):  # window of 3 blocks of 4; global first (an
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("name, options, pattern", [
     ("local", dict(block_size=8), lambda i, j, causal: i // 8 == j // 8),
+    ("sliding_window", dict(window=8), lambda i, j, causal: np.abs(i - j) < 8),
     ("longformer", dict(window=8, num_global_tokens=2),
      lambda i, j, causal: (np.abs(i - j) <= 4) | (i < 2) | (j < 2)),
     ("sparse", dict(pattern="fixed", block_size=8, summary_size=3),

@@ -48,6 +48,7 @@ SMALL_OPTIONS = {
     "rfa_arccos": dict(num_features=16),
     "rfa_gaussian": dict(num_features=16),
     "sinkhorn": dict(block_size=8),
+    "sliding_window": dict(window=8),
     "sparse": dict(block_size=8, summary_size=3),
 }
 
