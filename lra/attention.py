@@ -12,6 +12,7 @@ product inputs; parameters stay float32, and logits, softmax weights, feature su
 are float32 in every mechanism.
 """
 
+import functools
 import inspect
 from typing import Any, Callable
 
@@ -52,10 +53,11 @@ def default_options(name: str) -> dict[str, Any]:
   """The mechanism's own options (beyond the common arguments) with their defaults."""
   _check_name(name)
   common = {"self", "emb_dim", "num_heads", "qkv_dim", "max_length", "rngs", "causal", "dtype"}
-  builder = _MECHANISMS[name]
-  parameters = inspect.signature(
-      builder.__init__ if inspect.isclass(builder) else builder).parameters.values()
-  return {p.name: p.default for p in parameters
+  builder, preset = _MECHANISMS[name], {}
+  if isinstance(builder, functools.partial):  # a module class with some options preset
+    builder, preset = builder.func, builder.keywords
+  parameters = inspect.signature(builder.__init__).parameters.values()
+  return {p.name: preset.get(p.name, p.default) for p in parameters
           if p.name not in common and p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
 
 

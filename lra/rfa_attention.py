@@ -1,6 +1,8 @@
 """RFA in the attention registry: `rfa_gaussian` and `rfa_arccos` wrap `rfa_jax.RFAAttention`.
 
-Options (config `model.attention_options`): num_features (64), chunk_size (causal only, None = the
+`rfa_gaussian` and `rfa_arccos` differ in the default of `feature_map` only. Options (config
+`model.attention_options`): num_features (64), feature_map ("gaussian": the paper's sin/cos features;
+"positive": positive features of the same Gaussian kernel; "arccos"), chunk_size (causal only, None = the
 library default), gated (causal only), redraw (True: new random features at every training step),
 orthogonal (True), sigma_init (1.0), normalizer ("floor": the denominator rule, see
 `rfa_jax.normalizer`), exact_kernel (False; True computes the kernel the features estimate exactly, a
@@ -8,6 +10,8 @@ quadratic control), window (None; w adds exact softmax attention over the w near
 RFA's output). `dtype` (a common argument of the registry) is the dtype of the projections;
 features, states and sums stay float32 inside `rfa_jax`.
 """
+
+import functools
 
 import jax.numpy as jnp
 from flax import nnx
@@ -18,16 +22,14 @@ import rfa_jax
 class RFASelfAttention(nnx.Module):
   """Self attention `module(x, mask)` over `RFAAttention`; x: [B, L, emb_dim], mask: [B, L] bool."""
 
-  feature_map = "gaussian"
-
   def __init__(self, *, emb_dim, num_heads, qkv_dim, max_length, rngs, causal=False,
-               num_features=64, chunk_size=None, gated=False, redraw=True, orthogonal=True,
-               sigma_init=1.0, normalizer="floor", exact_kernel=False, window=None,
+               num_features=64, feature_map="gaussian", chunk_size=None, gated=False, redraw=True,
+               orthogonal=True, sigma_init=1.0, normalizer="floor", exact_kernel=False, window=None,
                dtype=jnp.float32):
     del max_length  # RFA has no length-dependent parameters.
     self.attention = rfa_jax.RFAAttention(
         num_heads, emb_dim, qkv_features=qkv_dim, out_features=emb_dim, num_features=num_features,
-        feature_map=self.feature_map, causal=causal, gated=gated, chunk_size=chunk_size, redraw=redraw,
+        feature_map=feature_map, causal=causal, gated=gated, chunk_size=chunk_size, redraw=redraw,
         orthogonal=orthogonal, sigma_init=sigma_init, normalizer=normalizer,
         exact_kernel=exact_kernel, window=window, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
@@ -35,11 +37,6 @@ class RFASelfAttention(nnx.Module):
     return self.attention(x, mask=mask)
 
 
-class GaussianRFA(RFASelfAttention):
-  """RFA with sin/cos random features (Gaussian kernel)."""
-  feature_map = "gaussian"
-
-
-class ArccosRFA(RFASelfAttention):
-  """RFA with relu random features (order-1 arc-cosine kernel)."""
-  feature_map = "arccos"
+# The registry's entries: the same module with the paper's two feature maps as defaults.
+GaussianRFA = RFASelfAttention
+ArccosRFA = functools.partial(RFASelfAttention, feature_map="arccos")

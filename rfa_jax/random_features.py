@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FEATURE_MAPS = ("gaussian", "arccos")
+FEATURE_MAPS = ("gaussian", "arccos", "positive")
 
 # pi/2 = _PIO2_HI + _PIO2_LO, _PIO2_HI with 8 significant bits so n * _PIO2_HI is exact for |n| < 2^16.
 _PIO2_HI = np.float32(1.5703125)
@@ -90,6 +90,10 @@ def feature_map(x: jax.Array, projection: jax.Array, kind: str = "gaussian") -> 
   arccos:   phi(x) = sqrt(2/D) relu(Wx)            -> [..., heads, D];
             k(x, y) = |x| |y| (sin t + (pi - t) cos t) / pi with t = angle(x, y), the order-1 arc-cosine
             kernel of Cho & Saul (2009); the sqrt(2) compensates E[relu(w.x) relu(w.y)] = k(x, y) / 2.
+  positive: phi(x) = sqrt(1/D) exp(Wx - |x|^2)     -> [..., heads, D];  k(x, y) = exp(-|x - y|^2 / 2),
+            the Gaussian kernel again, with positive features (FAVOR+, Choromanski et al. 2021):
+            E[exp(w.x) exp(w.y)] = exp(|x + y|^2 / 2). Their estimate's error vanishes where the kernel
+            is small, where the sin/cos estimate's does not; every phi . phi is positive.
   """
   if kind not in FEATURE_MAPS:
     raise ValueError(f"kind={kind!r} is not a feature map; expected one of {FEATURE_MAPS}")
@@ -97,6 +101,9 @@ def feature_map(x: jax.Array, projection: jax.Array, kind: str = "gaussian") -> 
   wx = jnp.einsum("...hd,hfd->...hf", x.astype(jnp.float32), projection.astype(jnp.float32))
   if kind == "gaussian":
     return jnp.concatenate(_sin_cos(wx), axis=-1) / math.sqrt(num_features)
+  if kind == "positive":
+    squared_norm = jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
+    return jnp.exp(wx - squared_norm) / math.sqrt(num_features)
   return jax.nn.relu(wx) * math.sqrt(2.0 / num_features)
 
 

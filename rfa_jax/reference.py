@@ -67,7 +67,7 @@ def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False
   """The attention that RFA's random features estimate, computed exactly: RFA with infinitely many
   features. Quadratic in length; arguments as in `rfa` (no projection).
 
-  A_ij = kappa(sigma q^_i, sigma k^_j) with q^, k^ L2-normalised: gaussian kappa(x, y) =
+  A_ij = kappa(sigma q^_i, sigma k^_j) with q^, k^ L2-normalised: gaussian and positive kappa(x, y) =
   exp(-|x - y|^2 / 2) = exp(sigma^2 (q^ . k^ - 1)) (softmax attention with logits sigma^2 q^ . k^ once
   normalised), arccos the order-1 arc-cosine kernel, sigma^2 kappa(q^, k^) (its weights do not
   depend on sigma); then as `rfa_reference`.
@@ -75,7 +75,7 @@ def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False
   check_feature_map(feature_map)
   qn, kn = l2_normalize(q.astype(jnp.float32)), l2_normalize(k.astype(jnp.float32))
   sigma_sq = jnp.reshape(jnp.asarray(sigma, jnp.float32), (-1, 1, 1)) ** 2
-  if feature_map == "gaussian":
+  if feature_map in ("gaussian", "positive"):  # one kernel, two estimators
     scores = jnp.exp(sigma_sq * (jnp.einsum("bihd,bjhd->bhij", qn, kn) - 1.0))
   else:
     scores = sigma_sq * jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1)

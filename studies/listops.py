@@ -152,7 +152,7 @@ def _weight_stats(weights, key_mask):
 
 def probe_rfa(q, k, key_mask, projection, kind, sigma):
   """RFA's implicit weights (the library's floor rule) and denominators against the exact ones."""
-  if kind == "gaussian":
+  if kind in ("gaussian", "positive"):
     exact = exact_gaussian_weights(q, k, sigma, key_mask)
   else:
     qn, kn = l2_normalize(q.astype(jnp.float32)), l2_normalize(k.astype(jnp.float32))

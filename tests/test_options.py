@@ -36,12 +36,14 @@ def _assert_same(fast, reference, args, atol=2e-5):
     np.testing.assert_allclose(g_fast, g_ref, atol=atol * 10, rtol=1e-3)
 
 
-@pytest.mark.parametrize("normalizer", rfa_jax.NORMALIZERS)
+@pytest.mark.parametrize("normalizer, feature_map", [(rule, "gaussian") for rule in rfa_jax.NORMALIZERS]
+                         + [("floor", "positive")])
 @pytest.mark.parametrize("form", ["noncausal", "cross", "token_scan", "chunked", "gated_chunked",
                                   "gated_token_scan"])
-def test_every_form_applies_the_normalizer_like_the_reference(normalizer, form):
+def test_every_form_applies_the_normalizer_like_the_reference(normalizer, feature_map, form):
   q, k, v, projection, gate, mask = _inputs()
-  options = dict(sigma=jnp.array([0.6, 1.0, 1.4]), normalizer=normalizer, key_mask=mask)
+  options = dict(sigma=jnp.array([0.6, 1.0, 1.4]), normalizer=normalizer, key_mask=mask,
+                 feature_map=feature_map)
   if form == "cross":
     fast = lambda q, k, v: rfa_jax.rfa_cross(q[:, :6], k, v, projection, **options)
     ref = lambda q, k, v: rfa_jax.rfa_reference(q[:, :6], k, v, projection, **options)
@@ -99,7 +101,7 @@ def test_gaussian_kernel_attention_is_softmax_over_sigma_squared_normalised_logi
     np.testing.assert_allclose(out[:, :, head], expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("feature_map", ["gaussian", "arccos"])
+@pytest.mark.parametrize("feature_map", ["gaussian", "arccos", "positive"])
 @pytest.mark.parametrize("gated", [False, True])
 def test_rfa_converges_to_kernel_attention_as_features_grow(feature_map, gated):
   q, k, v, _, gate, mask = _inputs(seed=4)

@@ -55,9 +55,12 @@ def test_rows_are_marginally_standard_normal(orthogonal):
 
 def _kernel_rmse(kind, orthogonal, num_features, trials=48, dim=8):
   rng = np.random.default_rng(0)
-  x = rng.normal(size=(64, 1, dim)) * 0.4
-  y = x + rng.normal(size=(64, 1, dim)) * 0.3
-  exact = (gaussian_kernel if kind == "gaussian" else arccos_kernel)(x, y)[:, 0]
+  # Positive features' variance grows like exp(|x + y|^2) (heavy tails): smaller norms keep the
+  # 1/sqrt(D) law visible in 48 trials.
+  spread = 0.2 if kind == "positive" else 0.4
+  x = rng.normal(size=(64, 1, dim)) * spread
+  y = x + rng.normal(size=(64, 1, dim)) * 0.75 * spread
+  exact = (arccos_kernel if kind == "arccos" else gaussian_kernel)(x, y)[:, 0]
   keys = jax.random.split(jax.random.PRNGKey(num_features), trials)
   w = jax.vmap(lambda key: rfa_jax.random_projection(key, 1, num_features, dim,
                                                      orthogonal=orthogonal))(keys)
@@ -66,7 +69,7 @@ def _kernel_rmse(kind, orthogonal, num_features, trials=48, dim=8):
   return float(jnp.sqrt(jnp.mean((estimate - exact) ** 2)))
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "arccos"])
+@pytest.mark.parametrize("kind", ["gaussian", "arccos", "positive"])
 @pytest.mark.parametrize("orthogonal", [False, True])
 def test_feature_map_error_shrinks_like_inverse_sqrt_features(kind, orthogonal):
   sizes = [16, 64, 256, 1024]
@@ -78,7 +81,7 @@ def test_feature_map_error_shrinks_like_inverse_sqrt_features(kind, orthogonal):
   assert scaled.max() / scaled.min() < (1.6 if not orthogonal else 4), scaled
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "arccos"])
+@pytest.mark.parametrize("kind", ["gaussian", "arccos", "positive"])
 @pytest.mark.parametrize("orthogonal", [False, True])
 def test_feature_map_is_unbiased(kind, orthogonal):
   """The mean of phi(x) . phi(y) over 4000 independent projections is within 4 standard errors."""
@@ -87,7 +90,7 @@ def test_feature_map_is_unbiased(kind, orthogonal):
   w = jax.vmap(lambda key: rfa_jax.random_projection(key, 1, 4, 4, orthogonal=orthogonal))(keys)
   estimates = np.asarray(jax.vmap(lambda p: jnp.sum(rfa_jax.feature_map(x, p, kind) *
                                                     rfa_jax.feature_map(y, p, kind)))(w))
-  exact = float((gaussian_kernel if kind == "gaussian" else arccos_kernel)(x, y)[0])
+  exact = float((arccos_kernel if kind == "arccos" else gaussian_kernel)(x, y)[0])
   assert abs(estimates.mean() - exact) < 4 * estimates.std() / math.sqrt(len(estimates))
 
 
@@ -134,3 +137,21 @@ def test_orthonormal_columns_is_qr_with_positive_diagonal():
   q, r = np.linalg.qr(np.asarray(a, np.float64))
   q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
   np.testing.assert_allclose(_orthonormal_columns(a), q, atol=2e-6)
+
+
+def test_positive_features_are_positive_and_estimate_small_kernel_values_closely():
+  """Where the Gaussian kernel is small (opposite directions), positive features' error is small and
+  sin/cos features' is not (Choromanski et al. 2021, Lemma 2)."""
+  x = jnp.array([[1.0, 0.0, 0.0, 0.0]]) * 1.5
+  keys = jax.random.split(jax.random.PRNGKey(3), 200)
+  w = jax.vmap(lambda key: rfa_jax.random_projection(key, 1, 64, 4))(keys)
+  exact = float(gaussian_kernel(x, -x)[0])
+  errors = {}
+  for kind in ("gaussian", "positive"):
+    phi = jax.vmap(lambda p: rfa_jax.feature_map(x, p, kind))(w)
+    estimates = jax.vmap(lambda p: jnp.sum(rfa_jax.feature_map(x, p, kind)
+                                           * rfa_jax.feature_map(-x, p, kind)))(w)
+    errors[kind] = float(jnp.sqrt(jnp.mean((estimates - exact) ** 2)))
+    if kind == "positive":
+      assert bool(jnp.all(phi > 0))
+  assert errors["positive"] < 0.1 * errors["gaussian"], errors
