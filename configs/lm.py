@@ -45,6 +45,9 @@ def get_config(arg=None):
   config.task_options.source = "stdlib"
   config.task_options.files = ""
   config.task_options.stateful = False
+  # Stateful training: each row reads this many consecutive segments, then jumps to a random place
+  # (reset); 0: one contiguous stream per row through the whole split.
+  config.task_options.stream_segments = 0
   name, *presets = (arg or config.attention).split(",")
   rfa_presets = [preset for preset in presets if preset in RFA_ONLY]
   if rfa_presets and not name.startswith("rfa_"):

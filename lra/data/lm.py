@@ -237,7 +237,7 @@ class LMBatches:
   """
 
   def __init__(self, stream: np.ndarray, *, global_batch_size: int, segment_length: int, mode: str,
-               seed: int, process_index: int, process_count: int):
+               seed: int, process_index: int, process_count: int, stream_segments: int = 0):
     sources.check_choice("mode", mode, MODES)
     if segment_length < 1 or global_batch_size < 1:
       raise ValueError(f"segment_length={segment_length}, global_batch_size={global_batch_size}; "
@@ -247,12 +247,16 @@ class LMBatches:
                        f"{process_count} processes")
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
-    self.stream, self.mode, self.seed = stream, mode, seed
+    if stream_segments < 0 or (stream_segments and mode != "stateful"):
+      raise ValueError(f"stream_segments={stream_segments}; expected 0, or a positive number of "
+                       "segments with mode='stateful'")
+    self.stream, self.mode, self.seed, self.stream_segments = stream, mode, seed, stream_segments
     self.batch_size, self.length = global_batch_size, segment_length
     local = global_batch_size // process_count
     self.rows = slice(process_index * local, (process_index + 1) * local)
     size, targets = len(stream), len(stream) - 1
-    need = {"random": segment_length + 1, "stateful": global_batch_size * segment_length + 1,
+    need = {"random": segment_length + 1,
+            "stateful": (stream_segments or global_batch_size) * segment_length + 1,
             "eval": 2, "eval_stateful": 2}[mode]
     if size < need:
       raise ValueError(f"the stream holds {size} bytes; mode={mode!r} with "
@@ -274,6 +278,8 @@ class LMBatches:
     self.position = 0
     self._fingerprint = dict(mode=mode, stream_bytes=size, global_batch_size=global_batch_size,
                              segment_length=segment_length, seed=seed)
+    if stream_segments:
+      self._fingerprint["stream_segments"] = stream_segments
 
   def __iter__(self):
     return self
@@ -292,6 +298,12 @@ class LMBatches:
     if self.mode == "random":
       start = np.random.default_rng([self.seed, t]).integers(0, size - L, B)
       return start, start + L + 1, np.ones(B, bool)
+    if self.mode == "stateful" and self.stream_segments:
+      block, segment = divmod(t, self.stream_segments)
+      first = np.random.default_rng([self.seed, block]).integers(
+          0, size - self.stream_segments * L, B)
+      start = first + segment * L
+      return start, start + L + 1, np.full(B, segment == 0)
     if self.mode == "stateful":
       epoch, segment = divmod(t, self.segments_per_row)
       offset = np.random.default_rng([self.seed, epoch]).integers(0, self.slack + 1)
@@ -329,6 +341,7 @@ class LMBatches:
 
 
 def make_lm_batches(stream: np.ndarray, *, global_batch_size: int, segment_length: int,
+                    stream_segments: int = 0,
                     mode: str = "random", seed: int = 0, process_index: int = 0,
                     process_count: int = 1) -> LMBatches:
   """Batches of `stream` (uint8 [N]) of B = global_batch_size rows of L = segment_length bytes.
@@ -342,6 +355,10 @@ def make_lm_batches(stream: np.ndarray, *, global_batch_size: int, segment_lengt
     row's consecutive batches are consecutive text. Each cycle through the rows (epoch e) starts at
     an offset in [0, N - 1 - B * R] drawn from (seed, e), so the fewer than B * L bytes left
     over fall at different places; reset is True at every row's first segment (t mod T = 0).
+    With stream_segments = J > 0 instead, every row reads J consecutive segments from a start
+    uniform in [0, N - J * L - 1] (drawn per row from (seed, t // J)) and then jumps to a new
+    start with reset: state carries over J segments, and the rows sample the whole stream the way
+    random segments do.
   - "eval" (once): segments k = 0 .. ceil((N - 1) / L) - 1 read stream[k * L : k * L + L + 1], B per
     batch in order; the last segment and the rows after the last segment pad with weights 0.
   - "eval_stateful" (once): B row streams of R = ceil((N - 1) / B) targets (row r predicts bytes
@@ -350,7 +367,8 @@ def make_lm_batches(stream: np.ndarray, *, global_batch_size: int, segment_lengt
   Both eval modes predict every byte of the stream but the first exactly once.
   """
   return LMBatches(stream, global_batch_size=global_batch_size, segment_length=segment_length,
-                   mode=mode, seed=seed, process_index=process_index, process_count=process_count)
+                   mode=mode, seed=seed, process_index=process_index, process_count=process_count,
+                   stream_segments=stream_segments)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,12 +376,14 @@ class LMData:
   """A language-modelling task: byte streams `splits` (uint8 [N]) of the corpus `data` describes.
 
   `segment_length` (config `max_length`) is L; `stateful` picks the modes of `train_batches`
-  ("stateful", else "random") and `eval_batches` ("eval_stateful", else "eval").
+  ("stateful", else "random") and `eval_batches` ("eval_stateful", else "eval"); `stream_segments`
+  is the stateful training streams' length in segments (0: one contiguous stream per row).
   """
   splits: dict
   data: dict
   segment_length: int
   stateful: bool
+  stream_segments: int = 0
   vocab_size: int = VOCAB_SIZE
 
   def train_batches(self, *, global_batch_size: int, seed: int, process_index: int = 0,
@@ -371,6 +391,7 @@ class LMData:
     return make_lm_batches(self.splits["train"], global_batch_size=global_batch_size,
                            segment_length=self.segment_length, seed=seed,
                            mode="stateful" if self.stateful else "random",
+                           stream_segments=self.stream_segments if self.stateful else 0,
                            process_index=process_index, process_count=process_count)
 
   def eval_batches(self, split: str, *, global_batch_size: int, process_index: int = 0,
@@ -382,10 +403,13 @@ class LMData:
 
 
 def load(data_dir, *, max_length: int, source: str = "stdlib", files: str = "",
-         stateful: bool = False) -> LMData:
+         stateful: bool = False, stream_segments: int = 0) -> LMData:
   """The corpus `source` (see `read_corpus`) as an `LMData` with segments of max_length bytes."""
   if max_length < 1:
     raise ValueError(f"max_length={max_length}; expected a positive segment length")
   corpus = read_corpus(source, data_dir=data_dir, files=files)
+  if stream_segments and not stateful:
+    raise ValueError(f"stream_segments={stream_segments} applies to stateful training only: set "
+                     "task_options.stateful=True, or stream_segments=0")
   return LMData(splits=corpus.splits, data=corpus.data, segment_length=max_length,
-                stateful=bool(stateful))
+                stateful=bool(stateful), stream_segments=int(stream_segments))

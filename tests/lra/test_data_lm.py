@@ -175,7 +175,7 @@ def test_source_options_are_checked():
     data.load_task("lm", data_dir="x", max_length=8, files="a.txt")
   with pytest.raises(ValueError, match="reads <data_dir>/enwik8"):
     lm.read_corpus("enwik8", data_dir="")
-  with pytest.raises(ValueError, match=r"\['source', 'files', 'stateful'\]"):
+  with pytest.raises(ValueError, match=r"\['source', 'files', 'stateful', 'stream_segments'\]"):
     data.load_task("lm", data_dir="x", max_length=8, vocab=3)
   with pytest.raises(ValueError, match="max_length=0"):
     data.load_task("lm", data_dir="x", max_length=0)
@@ -234,6 +234,26 @@ def test_stateful_rows_continue_their_text_and_reset_at_each_cycle():
     assert np.all(np.diff(rows[:, 0]) == 56)  # rows follow each other
     assert 0 <= rows[0, 0] <= 25 and rows[-1, -1] + 1 <= 249
   assert len({int(b["inputs"][0, 0]) for b in batches[::7]}) > 1  # cycles start at other offsets
+
+
+def test_stateful_streams_of_a_few_segments_jump_with_a_reset():
+  iterator = _batches("stateful", stream_segments=3)
+  batches = _take(iterator, 12)
+  starts = set()
+  for t, batch in enumerate(batches):
+    assert np.all(batch["weights"] == 1) and np.all(batch["targets"] == batch["inputs"] + 1)
+    assert batch["reset"].tolist() == [t % 3 == 0] * 4
+    if t % 3:
+      assert np.array_equal(batch["inputs"][:, 0], batches[t - 1]["targets"][:, -1])
+    else:
+      starts.update(batch["inputs"][:, 0].tolist())
+    assert batch["inputs"].max() + 1 <= 249
+  assert len(starts) > 8  # rows start anywhere, independently, at every jump
+  again = _batches("stateful", stream_segments=3)
+  again.set_state(iterator.get_state())
+  assert np.array_equal(next(again)["inputs"], next(iterator)["inputs"])
+  with pytest.raises(ValueError, match="stream_segments=2; expected 0, or a positive number"):
+    _batches("random", stream_segments=2)
 
 
 @pytest.mark.parametrize("size,batch,length", [(250, 4, 8), (250, 3, 7), (57, 4, 8), (9, 8, 4),
