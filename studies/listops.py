@@ -65,6 +65,7 @@ class Variant:
 _RFA = "rfa_gaussian"
 _NORMALIZER, _SIGMA_LR = "model.attention_options.normalizer", "learning_rate_scales.sigma"
 _EXACT_KERNEL = ("model.attention_options.exact_kernel", True)
+_FEATURE_MAP = "model.attention_options.feature_map"
 VARIANTS = {  # in the order `--variants=all` runs them: the most telling first
     "softmax": Variant("softmax", "exact softmax attention"),
     "rfa_gaussian": Variant(_RFA, "RFA sin/cos, the harness default: sigma 1 per head learned, "
@@ -100,6 +101,21 @@ VARIANTS = {  # in the order `--variants=all` runs them: the most telling first
         _RFA, "sigma initialised to 1.5, 256 random features",
         (("model.attention_options.sigma_init", 1.5),
          ("model.attention_options.num_features", 256))),
+    "positive_sigma_init_1.5": Variant(
+        _RFA, "positive features of the same kernel, sigma initialised to 1.5",
+        ((_FEATURE_MAP, "positive"), ("model.attention_options.sigma_init", 1.5))),
+    "positive_sigma_init_2": Variant(
+        _RFA, "positive features of the same kernel, sigma initialised to 2",
+        ((_FEATURE_MAP, "positive"), ("model.attention_options.sigma_init", 2.0))),
+    "positive_sigma_init_2_features_256": Variant(
+        _RFA, "positive features, sigma initialised to 2, 256 random features",
+        ((_FEATURE_MAP, "positive"), ("model.attention_options.sigma_init", 2.0),
+         ("model.attention_options.num_features", 256))),
+    "window_16": Variant(_RFA, "RFA + exact softmax over a band of 16 positions",
+                         (("model.attention_options.window", 16),)),
+    "sliding_window_16": Variant("sliding_window", "control: the band of 16 positions alone",
+                                 (("model.attention_options.window", 16),)),
+    "local": Variant("local", "control: local attention in blocks of 50"),
 }
 
 
