@@ -29,7 +29,6 @@ elementwise work are not counted).
 import argparse
 import functools
 import os
-import pathlib
 import platform
 import resource
 import statistics
@@ -41,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rfa_jax
-from lra.records import markdown_table, max_rss_bytes, write_json_atomically, write_text_atomically
+from lra.records import markdown_table, max_rss_bytes, write_results
 
 TARGET_LENGTHS = {"noncausal": 4096, "causal": 8192, "long": 16384}
 QUICK = dict(lengths=[64, 128], chunk_sizes=[16, 32], repeats=2, decode_tokens=64, heads=2,
@@ -539,12 +538,7 @@ def main(argv=None) -> dict:
                  matmul_peak=dict(start=peak_start, end=peak_end), peak_flops_per_s=peak,
                  rows=rows, decode=decode, bf16=bf16, max_rss_bytes=max_rss_bytes())
   results["checks"] = target_checks(rows, decode, bf16, args.lengths)
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  table = markdown(results)
-  write_json_atomically(out / "results.json", results)
-  write_text_atomically(out / "results.md", table)
-  print(table, flush=True)
+  write_results(args.out, results, markdown(results))
   return results
 
 

@@ -23,7 +23,6 @@ Writes `decode.json` and `decode.md` under `--out`.
 """
 
 import argparse
-import json
 import pathlib
 import time
 
@@ -32,10 +31,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from benchmarks.attention import compiled_memory_bytes, machine_info, matmul_peak, median_time
 from lra import config_lib, train
 from lra.data import lm
-from lra.records import markdown_table
-from benchmarks.attention import compiled_memory_bytes, machine_info, matmul_peak, median_time
+from lra.records import markdown_table, write_results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MECHANISMS = ("softmax", "rfa_gaussian")
@@ -255,11 +254,7 @@ def main(argv=None) -> dict:
   results["whole"] = whole_rows(config, args)
   results["summary"] = summary(results["per_token"], results["whole"], args.lengths)
   results["seconds"] = time.time() - started
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "decode.json").write_text(json.dumps(results, indent=2))
-  (out / "decode.md").write_text(markdown(results))
-  print(markdown(results))
+  write_results(args.out, results, markdown(results), name="decode")
   return results
 
 

@@ -41,10 +41,10 @@ import time
 import jax.numpy as jnp
 
 import rfa_jax
+from benchmarks import attention as kernels
 from benchmarks import harness
 from lra import config_lib
-from lra.records import markdown_table, max_rss_bytes, write_json_atomically, write_text_atomically
-from benchmarks import attention as kernels
+from lra.records import markdown_table, max_rss_bytes, write_json_atomically, write_results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGET_LENGTH, HARNESS_TARGET_LENGTH = 16384, 4096
@@ -537,13 +537,8 @@ def main(argv=None) -> dict:
   results["targets"] = targets(results, sizes)
   results.update(wall_s=time.monotonic() - start, part_seconds=seconds,
                  max_rss_bytes=max_rss_bytes(), device_memory=kernels.device_memory())
-  out = pathlib.Path(args.out or ROOT / "benchmarks" / "results" / "gpu"
-                     / device_directory(machine["device_kind"]))
-  out.mkdir(parents=True, exist_ok=True)
-  table = markdown(results)
-  write_json_atomically(out / "results.json", results)
-  write_text_atomically(out / "results.md", table)
-  print(table, flush=True)
+  write_results(args.out or ROOT / "benchmarks" / "results" / "gpu"
+                / device_directory(machine["device_kind"]), results, markdown(results))
   return results
 
 

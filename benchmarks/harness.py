@@ -22,10 +22,9 @@ import numpy as np
 
 from lra import attention as attention_registry
 from lra import config_lib, parallelism
-from lra.records import (device_peak_memory_bytes, markdown_table, max_rss_bytes,
-                         write_json_atomically)
-from lra.train import init_training
 from benchmarks.attention import compiled_memory_bytes, failure
+from lra.records import device_peak_memory_bytes, markdown_table, max_rss_bytes, write_results
+from lra.train import init_training
 
 TEXT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "text.py"
 
@@ -168,16 +167,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None):
   args = parse_args(argv)
   rows = run(args)
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
   table = (markdown(rows, args.lengths, args.baseline) + "\n"
            + target_line(rows, max(args.lengths), args.baseline) + "\n")
-  write_json_atomically(out / "results.json", dict(
+  write_results(args.out, dict(
       rows=rows, args=vars(args), jax_version=jax.__version__, device=str(jax.devices()[0]),
-      device_count=jax.device_count(), machine=platform.machine(), max_rss_bytes=max_rss_bytes()))
-  (out / "results.md.tmp").write_text(table)
-  (out / "results.md.tmp").replace(out / "results.md")
-  print(table)
+      device_count=jax.device_count(), machine=platform.machine(), max_rss_bytes=max_rss_bytes()),
+      table)
   return rows
 
 

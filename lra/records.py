@@ -60,3 +60,13 @@ def git_commit() -> str | None:
   except (OSError, subprocess.SubprocessError):
     return None
   return commit + ("+dirty" if dirty else "")
+
+
+def write_results(out, results: dict, markdown: str, name: str = "results"):
+  """`out/<name>.json` (first) and `out/<name>.md`, each written atomically, and the markdown on
+  stdout: how the benchmarks and studies leave their figures."""
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  write_json_atomically(out / f"{name}.json", results)
+  write_text_atomically(out / f"{name}.md", markdown)
+  print(markdown, flush=True)

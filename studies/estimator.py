@@ -39,14 +39,13 @@ in [-s^2, s^2], and one key can outweigh L - 1 keys orthogonal to q only when s^
 import argparse
 import functools
 import math
-import pathlib
 import platform
 import time
 
 import jax
 import jax.numpy as jnp
 
-from lra.records import markdown_table, write_json_atomically, write_text_atomically
+from lra.records import markdown_table, write_results
 from rfa_jax.attention import rfa_cross
 from rfa_jax.normalizer import DENOMINATOR_FLOOR
 from rfa_jax.random_features import (arccos_kernel, l2_normalize, query_key_features,
@@ -231,11 +230,7 @@ def main(argv=None):
                             jax=jax.__version__, date=time.strftime("%Y-%m-%d"),
                             seconds=round(time.time() - start, 1)),
                  rows=rows)
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  write_json_atomically(out / "results.json", results)
-  write_text_atomically(out / "results.md", to_markdown(results))
-  print(to_markdown(results))
+  write_results(args.out, results, to_markdown(results))
 
 
 if __name__ == "__main__":
