@@ -5,7 +5,8 @@ projection: [heads, num_features, head_dim]. Queries and keys are L2-normalised 
 scaled by sigma (scalar or [heads]); as num_features grows the output tends to softmax attention with
 logits sigma^2 q^ . k^ (feature_map="gaussian"). `normalizer` is the denominator rule
 (`rfa_jax.normalizer`). `window=w` adds exact softmax attention over the w nearest positions
-(`rfa_jax.window`, logits q . k / sqrt(head_dim)) to the RFA output: out = RFA + window attention.
+(`rfa_jax.window`, logits q . k / sqrt(head_dim)) to the RFA output: out = rfa_scale * RFA + window
+attention, with `rfa_scale` a scalar or one factor per head (1 by default).
 Features, states and sums are float32; the output has v's dtype.
 """
 
@@ -44,7 +45,7 @@ def _mask_padding(k, v, key_mask):
 
 
 def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
-        gate=None, chunk_size=None, normalizer="floor", window=None, kind=None):
+        gate=None, chunk_size=None, normalizer="floor", window=None, rfa_scale=1.0, kind=None):
   """Random feature attention. Returns [batch, length, heads, value_dim].
 
   feature_map: "gaussian" (sin/cos) or "arccos" (relu); `kind=` is its deprecated name.
@@ -55,17 +56,19 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
     S_i = g_i S_{i-1} + (1 - g_i) phi(k_i) v_i^T.
   normalizer: "floor" | "clamp1" | "rms", the denominator rule (`rfa_jax.normalizer`).
   window: None, or w >= 1: add exact softmax attention over i - w < j <= i (causal) or |i - j| < w.
+  rfa_scale: scalar or [heads], the factor of the RFA term (out = rfa_scale * RFA + window term).
   """
   feature_map = resolve_feature_map(feature_map, kind)
   check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=causal,
                        key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer,
-                       window=window)
+                       window=window, rfa_scale=rfa_scale)
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   if causal:
     out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, None, normalizer)
   else:
     out = _noncausal(phi_q, phi_k, v, key_weight, normalizer)
+  out = scale_heads(out, rfa_scale)
   if window is not None:
     out = out + window_attention(q, k, v.astype(jnp.float32), window=window, causal=causal,
                                  key_mask=key_mask)
@@ -86,7 +89,7 @@ def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normal
 
 
 def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mask=None,
-            gate=None, chunk_size=None, normalizer="floor", window=None, kind=None):
+            gate=None, chunk_size=None, normalizer="floor", window=None, rfa_scale=1.0, kind=None):
   """Causal RFA over a block of tokens that continues from `state` (e.g. a prompt, or a decode cache).
 
   Arguments as in `rfa(..., causal=True)`; returns (new_state, out: [batch, length, heads, value_dim]).
@@ -96,13 +99,14 @@ def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, ke
   feature_map = resolve_feature_map(feature_map, kind)
   check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=True,
                        key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer,
-                       window=window)
+                       window=window, rfa_scale=rfa_scale)
   _check_window_state(state, window, q.shape[0])
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   out, rfa_state = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size,
                            causal_forms.DecodeState(state.s, state.z), normalizer)
   state = state._replace(s=rfa_state.s, z=rfa_state.z)
+  out = scale_heads(out, rfa_scale)
   if window is not None:
     kept = jnp.ones(q.shape[:2], bool) if key_mask is None else key_mask
     keys, values, kept = (jnp.concatenate([cached, new.astype(cached.dtype)], 1) for cached, new in
@@ -115,6 +119,12 @@ def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, ke
                            window_v=values[:, values.shape[1] - past:],
                            window_kept=kept[:, kept.shape[1] - past:])
   return state, out.astype(v.dtype)
+
+
+def scale_heads(out, scale):
+  """out: [B, L, H, dv] times `scale` (scalar or [H]) per head."""
+  scale = jnp.asarray(scale, jnp.float32)
+  return out * jnp.reshape(scale, scale.shape + (1,))
 
 
 def _check_window_state(state, window, batch):
@@ -146,7 +156,7 @@ def rfa_cross(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mas
 
 
 def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sigma=1.0, gate_t=None,
-                normalizer="floor", window=None, kind=None):
+                normalizer="floor", window=None, rfa_scale=1.0, kind=None):
   """One step of causal RFA. q_t, k_t: [batch, heads, head_dim], v_t: [batch, heads, value_dim],
   gate_t: [batch, heads] in (0, 1) or None. Returns (new_state, out_t: [batch, heads, value_dim]).
 
@@ -161,6 +171,7 @@ def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sig
                      f"heads={q_t.shape[1]}, value_dim]")
   check_projection(projection, q_t.shape[1], q_t.shape[2])
   check_sigma(sigma, q_t.shape[1])
+  check_sigma(rfa_scale, q_t.shape[1], name="rfa_scale")
   check_normalizer(normalizer)
   check_window(window)
   _check_window_state(state, window, q_t.shape[0])
@@ -179,6 +190,7 @@ def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sig
   rfa_state, out = causal_forms.recurrent_step(causal_forms.DecodeState(state.s, state.z), phi_q,
                                                phi_k, v_t, key_weight, gate_t, normalizer)
   state = state._replace(s=rfa_state.s, z=rfa_state.z)
+  out = scale_heads(out[:, None], rfa_scale)[:, 0]
   if window is not None:
     keys = jnp.concatenate([state.window_k, k_t[:, None].astype(state.window_k.dtype)], 1)
     values = jnp.concatenate([state.window_v, v_t[:, None].astype(state.window_v.dtype)], 1)

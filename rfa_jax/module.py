@@ -80,8 +80,9 @@ class RFAAttention(nnx.Module):
       distinct seeds for independent evaluation features.
     normalizer: the denominator rule, "floor" | "clamp1" | "rms" (`rfa_jax.normalizer`).
     window: None, or w: add exact softmax attention (logits q . k / sqrt(head_dim)) over the w
-      nearest positions (i - w < j <= i causal, |i - j| < w otherwise) to the RFA output; the decode
-      cache then also holds the previous w - 1 keys and values (constant size). Self attention only.
+      nearest positions (i - w < j <= i causal, |i - j| < w otherwise) to the RFA output, which is
+      weighted by a learned per-head `rfa_scale` (an nnx.Param, initialised to 1); the decode cache
+      then also holds the previous w - 1 keys and values (constant size). Self attention only.
     exact_kernel: compute exactly the kernel attention the features estimate
       (`rfa_jax.kernel_attention`: RFA with infinitely many features; quadratic in length), as a
       control. Not with decode=True.
@@ -185,6 +186,8 @@ class RFAAttention(nnx.Module):
     self.gate = (nnx.Linear(self.in_kv_features, num_heads, dtype=dtype, param_dtype=param_dtype,
                             precision=precision, rngs=rngs) if gated else nnx.data(None))
     self.sigma = nnx.Param(jnp.full((num_heads,), sigma_init, param_dtype))
+    self.rfa_scale = (nnx.Param(jnp.ones((num_heads,), param_dtype)) if window is not None
+                      else nnx.data(None))
     self.rngs = _stored_stream(rngs) if keep_rngs and (redraw or dropout_rate > 0) else None
     self.cached_s, self.cached_z, self.cache_index = nnx.data(None), nnx.data(None), nnx.data(None)
     self.cached_window_k, self.cached_window_v = nnx.data(None), nnx.data(None)
@@ -284,7 +287,9 @@ class RFAAttention(nnx.Module):
     if training and self.dropout_rate > 0:
       v = self._drop_values(v, self._next_key(rngs, "dropout"))
     options = dict(feature_map=self.feature_map, sigma=self.sigma[...].astype(jnp.float32),
-                   normalizer=self.normalizer, window=self.window)
+                   normalizer=self.normalizer)
+    if self.window is not None:
+      options.update(window=self.window, rfa_scale=self.rfa_scale[...].astype(jnp.float32))
 
     if decode:
       projection = self.evaluation_projection()
@@ -298,7 +303,6 @@ class RFAAttention(nnx.Module):
         if self.window is not None:
           raise ValueError(f"window={self.window} is a band of self attention; cross attention "
                            "(inputs_k of another length) has none: build it with window=None")
-        options.pop("window")
         out = rfa_cross(q, k, v, projection, key_mask=key_mask, **options)
       else:
         out = rfa(q, k, v, projection, causal=causal, key_mask=key_mask, gate=gate,

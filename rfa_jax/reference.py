@@ -49,21 +49,23 @@ def gate_weights(gate):
 
 
 def rfa_reference(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
-                  key_mask=None, gate=None, normalizer="floor", window=None, kind=None):
+                  key_mask=None, gate=None, normalizer="floor", window=None, rfa_scale=1.0,
+                  kind=None):
   """RFA with explicit attention weights: out_i = normalize(sum_j w_ij A_ij v_j, sum_j w_ij A_ij).
 
   A_ij = phi(q_i) . phi(k_j) and w_ij: 1, 0 for masked or future keys, or the gate weights
-  (`gate_weights`); `window=w` adds `softmax_attention(..., window=w)`. Quadratic in length; also
+  (`gate_weights`); `window=w` adds `softmax_attention(..., window=w)` to rfa_scale times that.
+  Quadratic in length; also
   covers cross attention (Lq != Lk, non-causal).
   """
   feature_map = resolve_feature_map(feature_map, kind)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   scores = jnp.einsum("bihf,bjhf->bhij", phi_q, phi_k)
-  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window)
+  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale)
 
 
 def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
-                     gate=None, normalizer="floor", window=None):
+                     gate=None, normalizer="floor", window=None, rfa_scale=1.0):
   """The attention that RFA's random features estimate, computed exactly: RFA with infinitely many
   features. Quadratic in length; arguments as in `rfa` (no projection).
 
@@ -79,10 +81,10 @@ def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False
     scores = jnp.exp(sigma_sq * (jnp.einsum("bihd,bjhd->bhij", qn, kn) - 1.0))
   else:
     scores = sigma_sq * jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1)
-  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window)
+  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale)
 
 
-def _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window):
+def _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale):
   """normalize(sum_j w_ij s_ij v_j, sum_j w_ij s_ij) for scores s: [B, H, Lq, Lk], plus the window's
   softmax attention."""
   q_len, k_len = scores.shape[2:]
@@ -92,7 +94,8 @@ def _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window):
   scores = scores * weights
   numerator = jnp.einsum("bhij,bjhd->bihd", scores, v.astype(jnp.float32))
   denominator = jnp.einsum("bhij->bih", scores)
-  out = normalize(numerator, denominator, normalizer)
+  scale = jnp.asarray(rfa_scale, jnp.float32)
+  out = normalize(numerator, denominator, normalizer) * jnp.reshape(scale, scale.shape + (1,))
   if window is not None:
     out = out + softmax_attention(q, k, v.astype(jnp.float32), causal=causal, key_mask=key_mask,
                                   window=window)

@@ -45,9 +45,10 @@ def check_projection(projection, num_heads, head_dim):
           f"[heads={num_heads}, num_features, head_dim={head_dim}] to match q and k")
 
 
-def check_sigma(sigma, num_heads):
+def check_sigma(sigma, num_heads, name="sigma"):
+  """A scalar or one value per head (sigma, rfa_scale)."""
   if np.ndim(sigma) > 1 or (np.ndim(sigma) == 1 and np.shape(sigma)[0] != num_heads):
-    _fail("sigma", np.shape(sigma), f"a scalar or [heads={num_heads}]")
+    _fail(name, np.shape(sigma), f"a scalar or [heads={num_heads}]")
 
 
 def check_gate_values(name, gate):
@@ -67,7 +68,8 @@ def check_window(window):
 
 
 def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=False, key_mask=None,
-                         gate=None, chunk_size=None, cross=False, normalizer="floor", window=None):
+                         gate=None, chunk_size=None, cross=False, normalizer="floor", window=None,
+                         rfa_scale=1.0):
   """Validates the arguments of `rfa` (cross=False) and `rfa_cross` (cross=True)."""
   layout = "[batch, length, heads, head_dim]"
   check_rank("q", q, 4, layout)
@@ -84,6 +86,7 @@ def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=Fals
   check_window(window)
   check_projection(projection, heads, head_dim)
   check_sigma(sigma, heads)
+  check_sigma(rfa_scale, heads, name="rfa_scale")
   if key_mask is not None and np.shape(key_mask) != (batch, k_len):
     _fail("key_mask", np.shape(key_mask), f"[batch={batch}, length={k_len}] (False = padding)")
   if gate is not None:

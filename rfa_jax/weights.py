@@ -17,9 +17,9 @@ from rfa_jax.random_features import query_key_features
 
 
 def rfa_weights(q, k, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
-                gate=None, normalizer="floor", window=None):
+                gate=None, normalizer="floor", window=None, rfa_scale=1.0):
   """q: [B, Lq, H, d], k: [B, Lk, H, d] -> a: [B, H, Lq, Lk] float32 (arguments as in `rfa`; with
-  `window`, the window's softmax weights are added)."""
+  `window`, the window's softmax weights are added to rfa_scale times RFA's)."""
   if normalizer == "rms":
     raise ValueError("normalizer='rms' scales each query's output by the numerator's own RMS, which "
                      "depends on the values: it has no attention weights of its own")
@@ -38,7 +38,8 @@ def rfa_weights(q, k, projection, *, feature_map="gaussian", sigma=1.0, causal=F
   weights = normalize(scores, jnp.sum(scores, axis=-1), normalizer)
   if window is None:
     return weights
-  return weights + weights_of(
+  scale = jnp.asarray(rfa_scale, jnp.float32)
+  return jnp.reshape(scale, scale.shape + (1, 1)) * weights + weights_of(
       lambda values: softmax_attention(q, k, values, causal=causal, key_mask=key_mask, window=window),
       k.shape)
 

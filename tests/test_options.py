@@ -181,7 +181,8 @@ def test_rfa_with_a_window_matches_the_reference_in_every_form(form, window):
   q, k, v, projection, gate, mask = _inputs(seed=window)
   causal = form != "noncausal"
   options = dict(sigma=1.1, causal=causal, key_mask=mask, window=window,
-                 gate=gate if form.startswith("gated") else None)
+                 gate=gate if form.startswith("gated") else None,
+                 rfa_scale=jnp.array([0.5, 1.0, 2.0]))
   chunk_size = 1 if form == "token_scan" else 4
   fast = jax.jit(lambda q, k, v: rfa_jax.rfa(q, k, v, projection, chunk_size=chunk_size, **options))
   ref = lambda q, k, v: rfa_jax.rfa_reference(q, k, v, projection, **options)
@@ -194,7 +195,7 @@ def test_rfa_with_a_window_matches_the_reference_in_every_form(form, window):
 @pytest.mark.parametrize("window", [1, 2, 5])
 def test_decoding_with_a_window_reproduces_causal_rfa(window):
   q, k, v, projection, gate, mask = _inputs()
-  options = dict(sigma=1.2, window=window)
+  options = dict(sigma=1.2, window=window, rfa_scale=jnp.array([0.3, 1.0, -0.5]))
   expected = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate, key_mask=mask, **options)
   state = rfa_jax.init_decode_state(B, H, rfa_jax.feature_dim(F), DV, window=window, head_dim=D)
   step = jax.jit(functools.partial(rfa_jax.decode_step, projection=projection, **options))
@@ -240,8 +241,10 @@ def test_module_window_decodes_trains_and_sows_like_its_forward(gated):
   x = jax.random.normal(jax.random.PRNGKey(3), (B, L, 12))
   q, k, v = module.query(x), module.key(x), module.value(x)
   gate = jax.nn.sigmoid(module.gate(x)) if gated else None
+  module.rfa_scale[...] = jnp.array([0.5, 1.5, -1.0])
   expected = module.out(rfa_jax.rfa_reference(q, k, v, module.evaluation_projection(), causal=True,
-                                              gate=gate, window=3, sigma=module.sigma[...]))
+                                              gate=gate, window=3, sigma=module.sigma[...],
+                                              rfa_scale=module.rfa_scale[...]))
   out, captured = nnx.capture(module, nnx.Intermediate)(x, sow_weights=True)
   np.testing.assert_allclose(out, expected, atol=1e-5)
   weights = captured["attention_weights"].get_value()[0]
