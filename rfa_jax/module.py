@@ -81,8 +81,10 @@ class RFAAttention(nnx.Module):
     normalizer: the denominator rule, "floor" | "clamp1" | "rms" (`rfa_jax.normalizer`).
     window: None, or w: add exact softmax attention (logits q . k / sqrt(head_dim)) over the w
       nearest positions (i - w < j <= i causal, |i - j| < w otherwise) to the RFA output, which is
-      weighted by a learned per-head `rfa_scale` (an nnx.Param, initialised to 1); the decode cache
-      then also holds the previous w - 1 keys and values (constant size). Self attention only.
+      weighted by a learned per-head `rfa_scale` (an nnx.Param); the decode cache then also holds
+      the previous w - 1 keys and values (constant size). Self attention only.
+    rfa_scale_init: the initial `rfa_scale` (with a window): 1 sums the two terms, 0 starts from the
+      window alone and lets training bring RFA in.
     exact_kernel: compute exactly the kernel attention the features estimate
       (`rfa_jax.kernel_attention`: RFA with infinitely many features; quadratic in length), as a
       control. Not with decode=True.
@@ -126,7 +128,8 @@ class RFAAttention(nnx.Module):
                num_features: int = 64, feature_map: str = "gaussian", causal: bool = False,
                gated: bool = False, chunk_size: int | None = None, redraw: bool = True,
                orthogonal: bool = True, sigma_init: float = 1.0, projection_seed: int = 0,
-               normalizer: str = "floor", exact_kernel: bool = False, window: int | None = None):
+               normalizer: str = "floor", exact_kernel: bool = False, window: int | None = None,
+               rfa_scale_init: float = 1.0):
     if attention_fn is not dot_product_attention:
       raise ValueError(f"attention_fn={attention_fn!r} cannot be used: RFA replaces the attention "
                        "function with its linear-time kernel, which has no attention weights to hand "
@@ -186,8 +189,8 @@ class RFAAttention(nnx.Module):
     self.gate = (nnx.Linear(self.in_kv_features, num_heads, dtype=dtype, param_dtype=param_dtype,
                             precision=precision, rngs=rngs) if gated else nnx.data(None))
     self.sigma = nnx.Param(jnp.full((num_heads,), sigma_init, param_dtype))
-    self.rfa_scale = (nnx.Param(jnp.ones((num_heads,), param_dtype)) if window is not None
-                      else nnx.data(None))
+    self.rfa_scale = (nnx.Param(jnp.full((num_heads,), rfa_scale_init, param_dtype))
+                      if window is not None else nnx.data(None))
     self.rngs = _stored_stream(rngs) if keep_rngs and (redraw or dropout_rate > 0) else None
     self.cached_s, self.cached_z, self.cache_index = nnx.data(None), nnx.data(None), nnx.data(None)
     self.cached_window_k, self.cached_window_v = nnx.data(None), nnx.data(None)
