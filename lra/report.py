@@ -36,6 +36,7 @@ from absl import app, flags
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402 (after the backend is chosen)
 
+from lra import attention as attention_registry
 from lra.records import git_commit, markdown_table
 from lra.run_record import describe_data, short_id
 
@@ -123,6 +124,24 @@ def _identity_from_path(path: pathlib.Path):
   return path.parent.parent.name, path.parent.name, int(match.group(1))
 
 
+def variant(config: dict) -> str:
+  """A run's row name: its attention, with the attention options that differ from the registry's
+  defaults and stateful LM training, e.g. "rfa_gaussian (gated=True, window=32)"."""
+  name = config.get("attention")
+  try:
+    defaults = attention_registry.default_options(name)
+  except ValueError:  # a mechanism this checkout does not have
+    defaults = {}
+  options = (config.get("model") or {}).get("attention_options") or {}
+  changed = [f"{key}={value}" for key, value in sorted(options.items())
+             if key in defaults and value != defaults[key]]
+  task_options = config.get("task_options") or {}
+  if task_options.get("stateful"):
+    changed.append("stateful" + (f", stream_segments={task_options['stream_segments']}"
+                                 if task_options.get("stream_segments") else ""))
+  return f"{name} ({', '.join(changed)})" if changed else name
+
+
 def find_runs(root) -> tuple[list[Run], list[str]]:
   """Every workdir under `root`, and notes on folders that could not be read."""
   root = pathlib.Path(root)
@@ -138,7 +157,7 @@ def find_runs(root) -> tuple[list[Run], list[str]]:
                                                         (RUN_RECORD, record))
                             if "task" in (p.get("config") or {})), ("path", {}))
     config = payload.get("config") or {}
-    identity = ((config["task"], config.get("attention"), config.get("seed")) if config
+    identity = ((config["task"], variant(config), config.get("seed")) if config
                 else _identity_from_path(folder))
     if identity is None:
       notes.append(f"{folder}: no config in results.json or {RUN_RECORD}, and not a "

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lra import report
+from lra import attention, report
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GENERATED = {"files": [{"path": "data/listops-1000/basic_train.tsv", "bytes": 99, "sha256": "a" * 64}],
@@ -235,3 +235,14 @@ def test_a_benchmark_flag_must_name_a_benchmark_results_file(tmp_path):
   run = write_workdir(tmp_path / "a", "listops", "softmax", 0, 0.3)
   with pytest.raises(ValueError, match="--benchmark=.*expected the results.json that benchmarks.harness"):
     report.write_report(tmp_path, benchmarks=[run / "results.json"])
+
+
+def test_runs_are_named_by_attention_and_the_options_that_differ_from_its_defaults():
+  defaults = attention.default_options("rfa_gaussian")
+  options = {**defaults, "window": 32, "feature_map": "positive"}
+  assert report.variant(dict(attention="rfa_gaussian", model=dict(attention_options=defaults))) == \
+      "rfa_gaussian"
+  assert report.variant(dict(attention="rfa_gaussian", model=dict(attention_options=options),
+                             task_options=dict(stateful=True, stream_segments=8))) == \
+      "rfa_gaussian (feature_map=positive, window=32, stateful, stream_segments=8)"
+  assert report.variant(dict(attention="softmax", model=dict(attention_options={}))) == "softmax"
