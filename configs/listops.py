@@ -20,6 +20,9 @@ PRESETS = {
         "task_options.generate_train": 40000, "task_options.generate_eval": 1000,
         "task_options.min_length": 16, "task_options.max_length": 128,
     },
+    # RFA with exact softmax attention over a band of 16 positions beside it (rfa_gaussian,
+    # rfa_arccos): see docs/choosing.md.
+    "recommended": {"model.attention_options.window": 16},
 }
 
 

@@ -60,6 +60,12 @@ def apply_arg(config, arg: str | None, presets: dict[str, dict]) -> ml_collectio
     if preset not in presets:
       raise ValueError(f"unknown preset {preset!r} in the config argument; this task has: "
                        f"{', '.join(sorted(presets)) or 'none'}")
+    options = config.model.attention_options
+    foreign = [key for key in presets[preset] if key.startswith("model.attention_options.")
+               and key.split(".", 2)[2] not in options]
+    if foreign:
+      raise ValueError(f"preset {preset!r} sets {', '.join(foreign)}, which attention {name!r} does "
+                       f"not have (its options: {', '.join(sorted(options)) or 'none'})")
     override(config, presets[preset])
   return config
 
