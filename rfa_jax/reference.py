@@ -48,6 +48,16 @@ def gate_weights(gate):
   return jnp.where(j[..., 0] <= i[..., 0], (1 - g)[:, :, None, :] * factors.prod(-1), 0.0)
 
 
+def decay_weights(gate):
+  """The gate weights of `gate_weights` in O(L^2): (1 - g_j) exp(b_i - b_j) for j <= i, with
+  b = cumsum(log g); every exponent is non-positive. gate: [B, L, H] -> [B, H, L, L]."""
+  g = jnp.moveaxis(gate.astype(jnp.float32), -1, 1)  # [B, H, L]
+  b = jnp.cumsum(jnp.log(g), axis=-1)
+  past = jnp.tril(jnp.ones((g.shape[-1],) * 2, bool))
+  gap = jnp.where(past, b[..., :, None] - b[..., None, :], -jnp.inf)
+  return jnp.exp(gap) * (1 - g)[..., None, :]
+
+
 def rfa_reference(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
                   key_mask=None, gate=None, normalizer="floor", window=None, rfa_scale=1.0,
                   kind=None):
@@ -61,7 +71,7 @@ def rfa_reference(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, cau
   feature_map = resolve_feature_map(feature_map, kind)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   scores = jnp.einsum("bihf,bjhf->bhij", phi_q, phi_k)
-  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale)
+  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, gate_weights)
 
 
 def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
@@ -81,16 +91,16 @@ def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False
     scores = jnp.exp(sigma_sq * (jnp.einsum("bihd,bjhd->bhij", qn, kn) - 1.0))
   else:
     scores = sigma_sq * jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1)
-  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale)
+  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, decay_weights)
 
 
-def _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale):
+def _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, weigh_gate):
   """normalize(sum_j w_ij s_ij v_j, sum_j w_ij s_ij) for scores s: [B, H, Lq, Lk], plus the window's
   softmax attention."""
   q_len, k_len = scores.shape[2:]
   weights = _visibility(scores.shape[0], q_len, k_len, causal, key_mask).astype(jnp.float32)
   if gate is not None:
-    weights = weights * gate_weights(gate)
+    weights = weights * weigh_gate(gate)
   scores = scores * weights
   numerator = jnp.einsum("bhij,bjhd->bihd", scores, v.astype(jnp.float32))
   denominator = jnp.einsum("bhij->bih", scores)

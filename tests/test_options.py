@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 import rfa_jax
+from rfa_jax import reference
 from rfa_jax.normalizer import normalize
 from rfa_jax.random_features import l2_normalize
 
@@ -256,3 +257,8 @@ def test_module_window_decodes_trains_and_sows_like_its_forward(gated):
   np.testing.assert_allclose(jnp.concatenate([head, tail], 1), expected, atol=1e-5)
   with pytest.raises(ValueError, match="cross attention .* has none"):
     _module(window=3)(x, x[:, :5])
+
+
+def test_quadratic_gate_weights_equal_the_explicit_products():
+  _, _, _, _, gate, _ = _inputs()
+  np.testing.assert_allclose(reference.decay_weights(gate), reference.gate_weights(gate), atol=1e-6)
