@@ -5,7 +5,8 @@
 At each length: forward and forward+backward time (grad of sum(out * cotangent) w.r.t. q, k, v) and
 XLA's compiled memory (temp + argument + output bytes) of exact softmax (non-causal and causal), RFA
 non-causal, RFA causal as the token scan (chunk_size=1) and in chunked form, and gated RFA in
-chunked form. Also the decoding cost per token (RFA state vs a softmax KV cache), the bfloat16 error
+chunked form; and the options, each beside the form it changes: positive features (non-causal) and
+a local window of --window positions (non-causal, chunked causal, gated chunked). Also the decoding cost per token (RFA state vs a softmax KV cache), the bfloat16 error
 of chunked causal RFA, and this machine's fp32 matmul peak with the fraction of it each measurement
 reaches. A computation whose compiled memory exceeds --memory-budget-gib is recorded with its memory
 but not run; one that fails to compile or run (out of memory) is recorded with the error. Writes
@@ -22,6 +23,7 @@ head with L tokens, head_dim d, F features (2 x num_features for gaussian), chun
   rfa            4 L m d (features of q and k, m = num_features) + 4 L F d (S and the read-out)
   chunked        that + 2 L C (F + d) (the C x C scores and their product with v within chunks)
   token scan     as rfa (one rank-1 update and one read-out per token)
+  + window w     4 L s d more (logits and p v over s = 3w keys non-causal, 2w causal per query)
 forward+backward = 3 x forward (each product has two gradient products; recomputation and the
 elementwise work are not counted).
 """
@@ -53,6 +55,7 @@ class Form(NamedTuple):
   label: str
   chunk_size: int | None
   apply: Callable
+  window: int | None = None
 
 
 class Sizes(NamedTuple):
@@ -63,8 +66,9 @@ class Sizes(NamedTuple):
   feature_dim: int
 
 
-def attention_forms(chunk_sizes, softmax_implementation: str = "xla") -> list[Form]:
-  """Every measured form; the chunked ones once per chunk size."""
+def attention_forms(chunk_sizes, softmax_implementation: str = "xla", window: int = 32) -> list[Form]:
+  """Every measured form; the chunked ones once per chunk size, the options at the
+  library's default chunk (or the first)."""
   forms = [
       Form("softmax", "softmax", None, softmax(False, softmax_implementation)),
       Form("rfa", "rfa", None, lambda q, k, v, g, w: rfa_jax.rfa(q, k, v, w)),
@@ -76,6 +80,17 @@ def attention_forms(chunk_sizes, softmax_implementation: str = "xla") -> list[Fo
             for c in chunk_sizes]
   forms += [Form("rfa_gated_chunked", f"rfa gated chunked C={c}", c, causal_rfa(c, gated=True))
             for c in chunk_sizes]
+  c = rfa_jax.DEFAULT_CHUNK_SIZE if rfa_jax.DEFAULT_CHUNK_SIZE in chunk_sizes else chunk_sizes[0]
+  forms += [
+      Form("rfa_positive", "rfa positive features", None,
+           lambda q, k, v, g, w: rfa_jax.rfa(q, k, v, w, feature_map="positive")),
+      Form("rfa_window", f"rfa + window {window}", None,
+           lambda q, k, v, g, w: rfa_jax.rfa(q, k, v, w, window=window), window),
+      Form("rfa_causal_window", f"rfa causal chunked C={c} + window {window}", c,
+           causal_rfa(c, gated=False, window=window), window),
+      Form("rfa_gated_window", f"rfa gated chunked C={c} + window {window}", c,
+           causal_rfa(c, gated=True, window=window), window),
+  ]
   return forms
 
 
@@ -101,10 +116,10 @@ def softmax_implementation(sizes, dtype) -> dict:
   return dict(implementation="cudnn", reason="compiles")
 
 
-def causal_rfa(chunk_size: int, gated: bool) -> Callable:
+def causal_rfa(chunk_size: int, gated: bool, window: int | None = None) -> Callable:
   def apply(q, k, v, gate, projection):
     return rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate if gated else None,
-                       chunk_size=chunk_size)
+                       chunk_size=chunk_size, window=window)
   return apply
 
 
@@ -118,7 +133,10 @@ def forward_flops(form: Form, length: int, s: Sizes) -> float:
   intra_chunk = 0.0
   if form.chunk_size and form.chunk_size > 1:
     intra_chunk = 2.0 * tokens * form.chunk_size * (s.feature_dim + s.head_dim)
-  return features + state + intra_chunk
+  local = 0.0
+  if form.window:
+    local = 2.0 * tokens * (2 if form.chunk_size else 3) * form.window * 2 * s.head_dim
+  return features + state + intra_chunk + local
 
 
 def make_inputs(key, length: int, s: Sizes, dtype):
@@ -239,7 +257,7 @@ def attention_rows(args, sizes: Sizes, deadline: float | None = None) -> list[di
   rows = []
   for length in args.lengths:
     inputs = make_inputs(jax.random.fold_in(key, length), length, sizes, args.dtype) + (projection,)
-    for form in attention_forms(args.chunk_sizes, softmax_choice["implementation"]):
+    for form in attention_forms(args.chunk_sizes, softmax_choice["implementation"], args.window):
       for name, build, factor in (("fwd", forward, 1), ("fwd_bwd", forward_backward, 3)):
         flops = factor * forward_flops(form, length, sizes)
         row = dict(form=form.name, label=form.label, chunk_size=form.chunk_size, length=length,
@@ -498,6 +516,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--num-features", type=int, default=64,
                       help="random projections; the gaussian map has twice as many features")
   parser.add_argument("--chunk-sizes", nargs="+", type=int, default=[32, 64, 128])
+  parser.add_argument("--window", type=int, default=32, help="positions of the window option's band")
   parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up run")
   parser.add_argument("--max-seconds", type=float, default=60.0,
                       help="fewer timed runs when the warm-up run shows they would take longer")

@@ -11,7 +11,8 @@ import rfa_jax
 from benchmarks import attention as benchmark
 
 FORMS = ("softmax", "rfa", "softmax causal", "rfa causal token scan", "rfa causal chunked C=32",
-         "rfa gated chunked C=32")
+         "rfa gated chunked C=32", "rfa positive features", "rfa + window 32",
+         "rfa causal chunked C=32 + window 32", "rfa gated chunked C=32 + window 32")
 
 
 @pytest.mark.slow
