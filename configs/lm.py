@@ -22,8 +22,13 @@ PRESETS = {
     },
     "gated": {"model.attention_options.gated": True},
     "stateful": {"task_options.stateful": True},
+    # Exact softmax over the 32 previous bytes beside RFA with positive features, whose weight starts
+    # at 0 (rfa_gaussian; rfa_arccos keeps its own features): see docs/choosing.md.
+    "recommended": {"model.attention_options.window": 32,
+                    "model.attention_options.feature_map": "positive",
+                    "model.attention_options.rfa_scale_init": 0.0},
 }
-RFA_ONLY = ("gated", "stateful")
+RFA_ONLY = ("gated", "stateful", "recommended")
 
 
 def get_config(arg=None):
@@ -53,4 +58,8 @@ def get_config(arg=None):
   if rfa_presets and not name.startswith("rfa_"):
     raise ValueError(f"preset(s) {rfa_presets} need an RFA attention (rfa_gaussian, rfa_arccos); "
                      f"got {name!r}")
-  return config_lib.apply_arg(config, arg, PRESETS)
+  presets = PRESETS
+  if name == "rfa_arccos":  # the arc-cosine kernel has one feature map
+    presets = {**PRESETS, "recommended": {key: value for key, value in PRESETS["recommended"].items()
+                                          if not key.endswith("feature_map")}}
+  return config_lib.apply_arg(config, arg, presets)

@@ -40,3 +40,16 @@ def test_bad_config_arguments_name_the_problem():
 
 def test_rfa_options_are_its_constructor_defaults():
   assert attention.default_options("rfa_gaussian")["num_features"] == 64
+
+
+@pytest.mark.parametrize("task", ["lm", "listops"])
+@pytest.mark.parametrize("name", ["rfa_gaussian", "rfa_arccos"])
+def test_recommended_preset_switches_on_the_window_for_rfa_only(task, name):
+  path = next(p for p in CONFIGS if p.stem == task)
+  options = config_lib.load(str(path), f"{name},recommended").model.attention_options
+  assert options.window is not None
+  assert options.feature_map == ("arccos" if name == "rfa_arccos" else
+                                 "positive" if task == "lm" else "gaussian")
+  assert config_lib.load(str(path), name).model.attention_options.window is None
+  with pytest.raises(ValueError, match="recommended"):
+    config_lib.load(str(path), "softmax,recommended")
