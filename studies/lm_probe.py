@@ -22,6 +22,7 @@ from flax import nnx
 import rfa_jax
 from lra import generate
 from lra.data import lm
+from lra.records import git_commit
 
 
 def _rms(x) -> float:
@@ -63,7 +64,7 @@ def main(argv=None):
   parser.add_argument("--out", default=None, help="also write the rows as JSON here")
   args = parser.parse_args(argv)
   config = generate.load_config(args.workdir)  # an lm run's, or a clear error
-  model, _ = generate.load_model(args.workdir)
+  model, step = generate.load_model(args.workdir)
   model.eval()
   corpus = lm.read_corpus(config.task_options.source, data_dir=config.data_dir,
                           files=config.task_options.files)
@@ -75,7 +76,8 @@ def main(argv=None):
     print(json.dumps(row))
   if args.out:
     with open(args.out, "w") as f:
-      json.dump(dict(workdir=args.workdir, rows=rows), f, indent=2)
+      json.dump(dict(workdir=args.workdir, checkpoint_step=step, commit=git_commit(), rows=rows),
+                f, indent=2)
   return rows
 
 
