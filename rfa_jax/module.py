@@ -22,9 +22,9 @@ from rfa_jax.attention import decode_step, prefill, rfa, rfa_cross
 from rfa_jax.causal import DecodeState, init_decode_state
 from rfa_jax.masks import check_representable, read_mask
 from rfa_jax.normalizer import check_normalizer
-from rfa_jax.validation import check_window
 from rfa_jax.random_features import FEATURE_MAPS, feature_dim, random_projection
 from rfa_jax.reference import kernel_attention
+from rfa_jax.validation import check_window
 from rfa_jax.weights import rfa_weights, weights_of
 
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
@@ -64,7 +64,8 @@ class RFAAttention(nnx.Module):
       is part of the state. With False the module holds no RngState, `nnx.split(model, nnx.Param)`
       and `nnx.split(model, nnx.Param, nnx.Cache)` are exhaustive, and training calls need `rngs=`.
     num_features: random features per head (the Gaussian map has 2 * num_features coordinates).
-    feature_map: "gaussian" (sin/cos, the softmax kernel) or "arccos" (relu, arc-cosine kernel).
+    feature_map: "gaussian" (sin/cos features of the Gaussian kernel, i.e. softmax on normalised
+      q, k), "positive" (positive features of the same kernel) or "arccos" (relu, arc-cosine kernel).
     causal: key j visible to query i only when j <= i (`is_causal=True` at call does the same).
     gated: (causal only) g_t = sigmoid(W_g x_t + b_g) per head and step,
       S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T.
