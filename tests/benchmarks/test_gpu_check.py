@@ -12,7 +12,7 @@ from benchmarks import gpu_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FORMS = {"softmax", "rfa", "softmax_causal", "rfa_causal_scan", "rfa_causal_chunked",
-         "rfa_gated_chunked"}
+         "rfa_gated_chunked", "rfa_positive", "rfa_window", "rfa_causal_window", "rfa_gated_window"}
 
 
 def run_script(*args, timeout=600):
