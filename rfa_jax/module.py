@@ -69,6 +69,8 @@ class RFAAttention(nnx.Module):
     causal: key j visible to query i only when j <= i (`is_causal=True` at call does the same).
     gated: (causal only) g_t = sigmoid(W_g x_t + b_g) per head and step,
       S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T.
+    gate_bias_init: the initial b_g (gated): 0 starts every gate at 1/2, a memory of about two
+      tokens; b starts it at sigmoid(b), about 1 + e^b tokens (e.g. 3: about 21).
     chunk_size: causal form; 1 = token recurrence, None = `rfa_jax.DEFAULT_CHUNK_SIZE`.
     redraw: draw a fresh projection W at every training call, from the call's `rngs=` (an nnx.Rngs:
       stream 'projection', else 'dropout', else 'default'; or an RngStream or key), else from the
@@ -130,7 +132,7 @@ class RFAAttention(nnx.Module):
                gated: bool = False, chunk_size: int | None = None, redraw: bool = True,
                orthogonal: bool = True, sigma_init: float = 1.0, projection_seed: int = 0,
                normalizer: str = "floor", exact_kernel: bool = False, window: int | None = None,
-               rfa_scale_init: float = 1.0):
+               rfa_scale_init: float = 1.0, gate_bias_init: float = 0.0):
     if attention_fn is not dot_product_attention:
       raise ValueError(f"attention_fn={attention_fn!r} cannot be used: RFA replaces the attention "
                        "function with its linear-time kernel, which has no attention weights to hand "
@@ -149,6 +151,8 @@ class RFAAttention(nnx.Module):
     check_window(window)
     if gated and not causal:
       raise ValueError("gated=True needs causal=True: the gate is a recency bias of causal attention")
+    if gate_bias_init != 0.0 and not gated:
+      raise ValueError(f"gate_bias_init={gate_bias_init} needs gated=True")
     if not isinstance(projection_seed, (int, np.integer)):
       raise ValueError(f"projection_seed={projection_seed!r}; expected a python int (it is part of "
                        "the graph definition, not of the state)")
@@ -188,7 +192,8 @@ class RFAAttention(nnx.Module):
                       kernel_metadata=out_kernel_metadata or kernel_metadata,
                       bias_metadata=out_bias_metadata or bias_metadata)
     self.gate = (nnx.Linear(self.in_kv_features, num_heads, dtype=dtype, param_dtype=param_dtype,
-                            precision=precision, rngs=rngs) if gated else nnx.data(None))
+                            precision=precision, bias_init=initializers.constant(gate_bias_init),
+                            rngs=rngs) if gated else nnx.data(None))
     self.sigma = nnx.Param(jnp.full((num_heads,), sigma_init, param_dtype))
     self.rfa_scale = (nnx.Param(jnp.full((num_heads,), rfa_scale_init, param_dtype))
                       if window is not None else nnx.data(None))

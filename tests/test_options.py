@@ -262,3 +262,12 @@ def test_module_window_decodes_trains_and_sows_like_its_forward(gated):
 def test_quadratic_gate_weights_equal_the_explicit_products():
   _, _, _, _, gate, _ = _inputs()
   np.testing.assert_allclose(reference.decay_weights(gate), reference.gate_weights(gate), atol=1e-6)
+
+
+def test_gate_bias_init_sets_the_initial_memory():
+  module = _module(causal=True, gated=True, gate_bias_init=3.0)
+  np.testing.assert_allclose(module.gate.bias[...], 3.0)
+  gate = jax.nn.sigmoid(module.gate(jnp.zeros((1, 1, 12))))
+  np.testing.assert_allclose(gate, jax.nn.sigmoid(3.0), rtol=1e-6)
+  with pytest.raises(ValueError, match="gate_bias_init=3.0 needs gated=True"):
+    _module(causal=True, gate_bias_init=3.0)
