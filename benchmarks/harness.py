@@ -5,6 +5,10 @@ softmax at the same length).
     python -m benchmarks.harness [--attentions softmax rfa_gaussian ... | all] [--lengths 1024 2048 3072 4096]
         [--dtype float32|bfloat16] [--override model.num_layers=1 ...]
 
+An attention may carry options of its own, `name:key=value,...` (e.g.
+`rfa_gaussian:window=32,feature_map=positive`): that row is the mechanism with those
+`model.attention_options`, named by the whole spec.
+
 A cell that does not fit (compiled memory over --memory-budget-gib, or out of memory when it runs)
 or fails is recorded as skipped with the reason; the other cells still run. Writes results.json and
 results.md to --out, atomically.
@@ -30,22 +34,39 @@ TEXT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "text.py
 
 
 def text_config(attention: str, length: int, args):
-  """The text task's config for `attention` at `length`, batch and dtype of `args`, with
-  `args.override` (`dotted.key=value`) applied."""
-  config = config_lib.load(str(TEXT_CONFIG), attention)
+  """The text task's config for `attention` (a spec, `name[:key=value,...]`) at `length`, batch and
+  dtype of `args`, with `args.override` (`dotted.key=value`) applied."""
+  name, options = parse_spec(attention)
+  config = config_lib.load(str(TEXT_CONFIG), name)
   config.max_length, config.batch_size, config.dtype = length, args.batch_size, args.dtype
-  for item in args.override:
+  for item in args.override + [f"model.attention_options.{item}" for item in options]:
     key, _, text = item.partition("=")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
     node = config
     *parents, leaf = key.split(".")
     for parent in parents:
       node = node[parent]
-    node[leaf] = value
+    node[leaf] = _literal(text)
   return config
+
+
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+  """`name[:key=value,...]` -> (name, ["key=value", ...]); unknown names and options raise."""
+  name, _, text = spec.partition(":")
+  known = attention_registry.default_options(name)  # raises on an unknown name
+  options = [item for item in text.split(",") if item]
+  for item in options:
+    key, equals, _ = item.partition("=")
+    if not equals or key not in known:
+      raise ValueError(f"attention spec {spec!r}: {item!r} is not key=value with a key of {name}'s "
+                       f"options ({', '.join(sorted(known))})")
+  return name, options
+
+
+def _literal(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
 
 
 def measure(attention: str, length: int, args, mesh) -> dict:
@@ -129,6 +150,8 @@ def run(args, deadline: float | None = None) -> list[dict]:
   `deadline` (time.monotonic()) are recorded as not run."""
   if args.attentions == ["all"]:
     args.attentions = [args.baseline] + [n for n in attention_registry.names() if n != args.baseline]
+  for spec in args.attentions:  # every spec checked before the first cell runs
+    parse_spec(spec)
   mesh = parallelism.data_mesh()
   parallelism.check_batch_size(args.batch_size, mesh)
   rows = []
@@ -150,7 +173,7 @@ def run(args, deadline: float | None = None) -> list[dict]:
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--attentions", nargs="+", default=["softmax", "rfa_gaussian"],
-                      help="registered names, or `all`")
+                      help="registered names, `name:key=value,...` with options, or `all`")
   parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 2048, 3072, 4096])
   parser.add_argument("--batch-size", type=int, default=4)
   parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")

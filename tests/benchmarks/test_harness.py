@@ -1,0 +1,34 @@
+"""The harness benchmark: rows per attention spec, options included, ratios against the baseline."""
+
+import pytest
+
+from benchmarks import harness
+
+TINY = ["model.num_layers=1", "model.emb_dim=16", "model.num_heads=2", "model.qkv_dim=16",
+        "model.mlp_dim=16"]
+SPEC = "rfa_gaussian:window=4,feature_map=positive,num_features=8"
+
+
+def test_a_spec_with_options_is_its_own_row(tmp_path):
+  args = harness.parse_args(
+      ["--attentions", "softmax", "rfa_gaussian:num_features=8", SPEC, "--lengths", "16",
+       "--batch-size", "8", "--steps", "1", "--out", str(tmp_path), "--override", *TINY])
+  rows = {r["attention"]: r for r in harness.run(args)}
+  assert set(rows) == set(args.attentions)
+  assert rows["softmax"]["speedup"] == 1.0
+  assert all(r["steps_per_sec"] > 0 and "memory_ratio" in r for r in rows.values())
+  config = harness.text_config(SPEC, 16, args)
+  assert config.model.attention_options.window == 4
+  assert config.model.attention_options.feature_map == "positive"
+  assert config.model.attention_options.num_features == 8
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("rfa_gaussian:windw=4", "'windw=4' is not key=value with a key of rfa_gaussian's options"),
+    ("rfa_gaussian:window", "'window' is not key=value"),
+    ("softmx", "unknown attention 'softmx'"),
+])
+def test_bad_specs_are_refused_before_anything_runs(spec, match):
+  args = harness.parse_args(["--attentions", "softmax", spec, "--lengths", "16", "--batch-size", "8"])
+  with pytest.raises(ValueError, match=match):
+    harness.run(args)
