@@ -6,7 +6,9 @@ At each length: forward and forward+backward time (grad of sum(out * cotangent) 
 XLA's compiled memory (temp + argument + output bytes) of exact softmax (non-causal and causal), RFA
 non-causal, RFA causal as the token scan (chunk_size=1) and in chunked form, and gated RFA in
 chunked form; and the options, each beside the form it changes: positive features (non-causal) and
-a local window of --window positions (non-causal, chunked causal, gated chunked). Also the decoding cost per token (RFA state vs a softmax KV cache), the bfloat16 error
+a local window of --window positions (non-causal, chunked causal, gated chunked). Also the
+decoding cost per token (RFA's state, with positive features, with the window's cache, against a
+softmax KV cache), the bfloat16 error
 of chunked causal RFA, and this machine's fp32 matmul peak with the fraction of it each measurement
 reaches. A computation whose compiled memory exceeds --memory-budget-gib is recorded with its memory
 but not run; one that fails to compile or run (out of memory) is recorded with the error. Writes
@@ -275,11 +277,15 @@ def attention_rows(args, sizes: Sizes, deadline: float | None = None) -> list[di
   return rows
 
 
-def rfa_decoder(projection, sizes: Sizes):
-  """One jitted scan of `decode_step` over precomputed q, k, v: [tokens, batch, heads, head_dim]."""
+def rfa_decoder(projection, sizes: Sizes, feature_map: str = "gaussian", window: int | None = None):
+  """One jitted scan of `decode_step` over precomputed q, k, v: [tokens, batch, heads, head_dim]
+  (with `window`, the state also holds the previous window - 1 keys and values)."""
   def generate(q, k, v):
-    state = rfa_jax.init_decode_state(sizes.batch, sizes.heads, sizes.feature_dim, sizes.head_dim)
-    step = lambda state, x: rfa_jax.decode_step(state, *x, projection)
+    state = rfa_jax.init_decode_state(sizes.batch, sizes.heads,
+                                      rfa_jax.feature_dim(sizes.num_features, feature_map),
+                                      sizes.head_dim, window=window, head_dim=sizes.head_dim)
+    step = lambda state, x: rfa_jax.decode_step(state, *x, projection, feature_map=feature_map,
+                                                window=window)
     return jax.lax.scan(step, state, (q, k, v))[1]
   return jax.jit(generate)
 
@@ -311,11 +317,16 @@ def decode_rows(args, sizes: Sizes) -> list[dict]:
   shape = (args.decode_tokens, sizes.batch, sizes.heads, sizes.head_dim)
   q, k, v = (jax.random.normal(x, shape).astype(args.dtype) for x in jax.random.split(key, 3))
   heads = sizes.batch * sizes.heads
-  per_token_flops = {  # features of q_t and k_t, then the state update and read-out
-      "rfa_decode": 2.0 * heads * 2 * (sizes.num_features + sizes.feature_dim) * sizes.head_dim,
+  rfa_flops = lambda features: 2.0 * heads * 2 * (sizes.num_features + features) * sizes.head_dim
+  per_token_flops = {  # features of q_t and k_t, then the state update and read-out (+ the window)
+      "rfa_decode": rfa_flops(sizes.feature_dim),
+      "rfa_positive_decode": rfa_flops(sizes.num_features),
+      "rfa_window_decode": rfa_flops(sizes.feature_dim) + 2.0 * heads * args.window * 2 * sizes.head_dim,
       "softmax_decode": 2.0 * heads * args.decode_tokens * 2 * sizes.head_dim,
   }
   decoders = dict(rfa_decode=rfa_decoder(projection, sizes),
+                  rfa_positive_decode=rfa_decoder(projection, sizes, feature_map="positive"),
+                  rfa_window_decode=rfa_decoder(projection, sizes, window=args.window),
                   softmax_decode=softmax_decoder(sizes, args.decode_tokens))
   rows = []
   for name, jitted in decoders.items():

@@ -15,6 +15,9 @@ FORMS = ("softmax", "rfa", "softmax causal", "rfa causal token scan", "rfa causa
          "rfa causal chunked C=32 + window 32", "rfa gated chunked C=32 + window 32")
 
 
+DECODERS = ("rfa_decode", "rfa_positive_decode", "rfa_window_decode", "softmax_decode")
+
+
 @pytest.mark.slow
 def test_quick_run_writes_every_row(tmp_path):
   benchmark.main(["--quick", "--lengths", "64", "128", "--chunk-sizes", "32", "--repeats", "1",
@@ -25,12 +28,12 @@ def test_quick_run_writes_every_row(tmp_path):
   assert measured == {(form, n, mode) for form in FORMS for n in (64, 128)
                       for mode in ("fwd", "fwd_bwd")}
   assert all(r["median_s"] > 0 and r["memory_bytes"] > 0 for r in results["rows"])
-  assert {r["form"] for r in results["decode"]} == {"rfa_decode", "softmax_decode"}
+  assert {r["form"] for r in results["decode"]} == set(DECODERS)
   assert [c["item"] for c in results["checks"]] == ["a", "b", "b", "b", "c", "d"]
   assert all(c["status"] in ("PASS", "MISS") for c in results["checks"])
   assert results["bf16"]["max_relative_error"] < 0.03
   assert results["peak_flops_per_s"] > 0 and results["machine"]["jax_version"]
-  for name in FORMS + ("rfa_decode", "softmax_decode", "Targets"):
+  for name in FORMS + DECODERS + ("Targets",):
     assert f"| {name} |" in table or name in table
   assert not list(tmp_path.glob("*.tmp"))
 
