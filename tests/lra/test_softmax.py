@@ -1,13 +1,16 @@
-"""The softmax baseline through jax.nn.dot_product_attention against the explicit reference
-`rfa_jax.softmax_attention`: forward and gradients, with padding, fully padded rows, causal or not."""
+"""The softmax baseline against the explicit reference `rfa_jax.softmax_attention`: through
+jax.nn.dot_product_attention (forward and gradients, with padding, fully padded rows, causal or not)
+and through its decode cache (blocks of filled positions, prompts and single tokens)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import rfa_jax
 from lra.baselines import common
+from lra.baselines.softmax import SoftmaxAttention, cached_attention
 
 B, L, H, D = 3, 13, 2, 8
 
@@ -103,3 +106,26 @@ def test_unknown_implementation_is_rejected():
   q, k, v, _ = qkv_and_cotangent()
   with pytest.raises(ValueError, match="implementation"):
     common.fused_attention(q, k, v, masks(), False, implementation="flash")
+
+
+@pytest.mark.parametrize("index, n", [(0, 1), (0, 5), (6, 1), (7, 4), (15, 1)])
+def test_cached_attention_reads_the_filled_blocks_like_full_causal_softmax(index, n):
+  q, k, v, _ = (x[:, :16] for x in jax.random.normal(jax.random.PRNGKey(1), (4, B, 16, H, D)))
+  expected = rfa_jax.softmax_attention(q, k, v, causal=True)[:, index:index + n]
+  filled = jnp.arange(16)[None, :, None, None] < index + n  # later slots hold garbage
+  cache = lambda x: jnp.swapaxes(jnp.where(filled, x, 1e4), 1, 2)
+  out = jax.jit(cached_attention, static_argnums=4)(q[:, index:index + n], cache(k), cache(v),
+                                                     index, 4)
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_decoding_a_prompt_then_tokens_equals_the_causal_forward():
+  module = SoftmaxAttention(emb_dim=12, num_heads=H, qkv_dim=H * D, max_length=L,
+                            rngs=nnx.Rngs(0), causal=True)
+  x = jax.random.normal(jax.random.PRNGKey(2), (B, L, 12))
+  expected = module(x, None)
+  module.init_cache((B, L, 12))
+  module.decode = True
+  outs = [module(x[:, :5], None)] + [module(x[:, t:t + 1], None) for t in range(5, L)]
+  np.testing.assert_allclose(jnp.concatenate(outs, 1), expected, atol=1e-5)
+  assert module.cached_key.shape == (B, H, L, D) and int(module.cache_index[...]) == L
