@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rfa_jax
-from lra.records import markdown_table, max_rss_bytes, write_results
+from lra.records import git_commit, markdown_table, max_rss_bytes, write_results
 
 TARGET_LENGTHS = {"noncausal": 4096, "causal": 8192, "long": 16384}
 QUICK = dict(lengths=[64, 128], chunk_sizes=[16, 32], repeats=2, decode_tokens=64, heads=2,
@@ -486,7 +486,8 @@ def markdown(results: dict) -> str:
   ]
   sections = [
       "# Attention benchmark", "",
-      f"jax {machine['jax_version']} on {machine['device_kind']} ({machine['cpu_count']} CPUs); "
+      f"jax {machine['jax_version']} on {machine['device_kind']} ({machine['cpu_count']} CPUs), "
+      f"commit {results.get('commit')}; "
       f"batch {sizes['batch']}, {sizes['heads']} heads, head_dim {sizes['head_dim']}, "
       f"{sizes['feature_dim']} features, {args['dtype']} inputs. Medians of up to "
       f"{args['repeats']} runs after a warm-up. fp32 matmul peak ({args['matmul_size']}^3) "
@@ -565,6 +566,7 @@ def main(argv=None) -> dict:
     if "flops_per_s" in row:
       row["peak_fraction"] = row["flops_per_s"] / peak
   results = dict(args=vars(args), sizes=sizes._asdict(), machine=machine_info(),
+                 commit=git_commit(),
                  matmul_peak=dict(start=peak_start, end=peak_end), peak_flops_per_s=peak,
                  rows=rows, decode=decode, bf16=bf16, max_rss_bytes=max_rss_bytes())
   results["checks"] = target_checks(rows, decode, bf16, args.lengths)

@@ -37,10 +37,9 @@ import ml_collections
 from flax import nnx
 
 from benchmarks.attention import compiled_memory_bytes, machine_info, matmul_peak, median_time
-from lra.records import git_commit
 from lra import config_lib, train
 from lra.data import lm
-from lra.records import markdown_table, write_results
+from lra.records import git_commit, markdown_table, write_results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MECHANISMS = ("softmax", "rfa_gaussian")

@@ -27,7 +27,8 @@ import numpy as np
 from lra import attention as attention_registry
 from lra import config_lib, parallelism
 from benchmarks.attention import compiled_memory_bytes, failure
-from lra.records import device_peak_memory_bytes, markdown_table, max_rss_bytes, write_results
+from lra.records import (device_peak_memory_bytes, git_commit, markdown_table, max_rss_bytes,
+                         write_results)
 from lra.train import init_training
 
 TEXT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "text.py"
@@ -193,7 +194,8 @@ def main(argv=None):
   table = (markdown(rows, args.lengths, args.baseline) + "\n"
            + target_line(rows, max(args.lengths), args.baseline) + "\n")
   write_results(args.out, dict(
-      rows=rows, args=vars(args), jax_version=jax.__version__, device=str(jax.devices()[0]),
+      rows=rows, args=vars(args), commit=git_commit(), jax_version=jax.__version__,
+      device=str(jax.devices()[0]),
       device_count=jax.device_count(), machine=platform.machine(), max_rss_bytes=max_rss_bytes()),
       table)
   return rows
