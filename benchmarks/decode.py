@@ -77,15 +77,20 @@ def cache_bytes(model) -> int:
 
 def decode_loop(model, batch_size: int, cache_length: int, start: int, steps: int):
   """(compiled loop, state, first tokens): `steps` greedy steps from position `start` of a cache
-  sized for `cache_length` tokens; the loop takes and returns (state, tokens), state donated."""
+  sized for `cache_length` tokens; the loop takes and returns (state, tokens), state donated. Every
+  call starts again at `start` (the cache's positions from there on are rewritten), so repeated
+  calls time the same positions."""
   model.eval()
   model.init_cache(batch_size, cache_length)
-  for module in model.decoders():
-    if getattr(module, "cache_index", None) is not None:
-      module.cache_index[...] = jnp.array(start, jnp.int32)
   graphdef, state = nnx.split(model)
 
   def run(state, tokens):
+    model = nnx.merge(graphdef, state)
+    for module in model.decoders():
+      if getattr(module, "cache_index", None) is not None:
+        module.cache_index[...] = jnp.array(start, jnp.int32)
+    state = nnx.state(model)
+
     def step(i, carry):
       state, tokens = carry
       model = nnx.merge(graphdef, state)

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import pytest
 
 from benchmarks import decode as decode_benchmark
@@ -34,3 +35,14 @@ def test_quick_decode_benchmark_writes_json_and_markdown(tmp_path):
   markdown = (tmp_path / "decode.md").read_text()
   assert "| softmax | 2 |" in markdown and "RFA speed-up" in markdown
   assert "| handwritten | 2 |" in markdown and "| careful softmax | 2 |" in markdown
+
+
+def test_every_call_of_a_decode_loop_times_the_same_positions():
+  args = decode_benchmark.parse_args(["--quick"])
+  model = decode_benchmark.build(decode_benchmark.lm_config(args), "softmax")
+  compiled, state, tokens = decode_benchmark.decode_loop(model, 2, 32, 28, 4)
+  for _ in range(3):  # the state is donated: each call takes the previous call's
+    state, tokens = compiled(state, tokens)
+  (index,) = {int(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+              if "cache_index" in jax.tree_util.keystr(path)}
+  assert index == 32
