@@ -35,7 +35,8 @@ def test_quick_check_runs_every_part(tmp_path):
   softmax = [r for r in kernels["rows"] if r["form"].startswith("softmax")]
   assert {r["implementation"] for r in softmax} == {"xla"}
   assert all("peak_fraction" in r for r in kernels["rows"])
-  assert {r["form"] for r in kernels["decode"]} == {"rfa_decode", "softmax_decode"}
+  assert {r["form"] for r in kernels["decode"]} == {"rfa_decode", "rfa_positive_decode",
+                                                    "rfa_window_decode", "softmax_decode"}
   assert "rows" in results["torch"] or results["torch"]["skipped"]
   harness = {r["attention"]: r for r in results["harness"]["rows"]}
   assert harness["rfa_gaussian"]["steps_per_sec"] > 0 and "speedup" in harness["rfa_gaussian"]
