@@ -71,8 +71,9 @@ def build(config, mechanism: str):
   return model
 
 
-def cache_bytes(model) -> int:
-  return int(sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Cache))))
+def state_bytes(model, kind=nnx.Cache) -> int:
+  """Bytes of the model's variables of `kind` (the decode cache by default)."""
+  return int(sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, kind))))
 
 
 def decode_loop(model, batch_size: int, cache_length: int, start: int, steps: int):
@@ -143,10 +144,6 @@ def handwritten_loop(config, batch_size: int, cache_length: int, start: int, ste
   return compiled, state, x
 
 
-def param_bytes(model) -> int:
-  return int(sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
-
-
 def bytes_per_step(mechanism: str, config, batch_size: int, filled: int, model=None) -> int:
   """What one decoding step must read: the parameters (none for `handwritten`) and the attention
   cache: keys and values of `filled` positions per layer (softmax, handwritten) or RFA's state."""
@@ -154,10 +151,10 @@ def bytes_per_step(mechanism: str, config, batch_size: int, filled: int, model=N
   kv = 2 * m.num_layers * batch_size * m.qkv_dim * filled * 4
   if mechanism == "handwritten":
     return kv
-  weights = param_bytes(model)
+  weights = state_bytes(model, nnx.Param)
   if mechanism == "softmax":
     return weights + kv
-  return weights + (cache_bytes(model) if mechanism == "rfa_gaussian" else 0)
+  return weights + (state_bytes(model) if mechanism == "rfa_gaussian" else 0)
 
 
 def memory_bandwidth(mib: int, repeats: int) -> dict:
@@ -188,7 +185,7 @@ def per_token_rows(config, args, bandwidth: float) -> list[dict]:
         else:
           model = build(config, mechanism)
           compiled, state, tokens = decode_loop(model, batch_size, length, start, args.steps)
-          cache = cache_bytes(model)
+          cache = state_bytes(model)
         timing = time_loop(compiled, state, tokens, args.repeats)
         needed = bytes_per_step(mechanism, config, batch_size, length - args.steps // 2, model)
         row = dict(mechanism=mechanism, batch_size=batch_size, output_length=length,
@@ -214,7 +211,7 @@ def whole_rows(config, args) -> list[dict]:
       timing = time_loop(compiled, state, tokens, args.whole_repeats)
       row = dict(mechanism=mechanism, batch_size=batch_size, output_length=args.whole_length,
                  seconds=timing["median_s"], **timing_fields(timing, args.whole_length),
-                 cache_bytes=cache_bytes(model), **compiled_memory_bytes(compiled))
+                 cache_bytes=state_bytes(model), **compiled_memory_bytes(compiled))
       print(f"{mechanism:>12} batch {batch_size:>2}: {args.whole_length} tokens in "
             f"{row['seconds']:.3f} s", flush=True)
       rows.append(row)
