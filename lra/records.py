@@ -8,7 +8,6 @@ import resource
 import subprocess
 import tempfile
 
-import jax
 import numpy as np
 
 
@@ -44,6 +43,7 @@ def max_rss_bytes() -> int:
 
 def device_peak_memory_bytes():
   """Peak bytes in use on device 0 where the backend reports it (GPU, TPU); None on CPU."""
+  import jax  # here only: writing results needs no JAX (the GPU check's PyTorch process)
   stats = jax.local_devices()[0].memory_stats() or {}
   return stats.get("peak_bytes_in_use")
 

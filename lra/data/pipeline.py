@@ -11,7 +11,6 @@ A batch is {"inputs"... : [B/P, ...], "targets": int32 [B/P], "weights": float32
 
 import functools
 
-import grain
 import numpy as np
 
 _FINGERPRINT = ("num_examples", "global_batch_size", "seed", "shuffle", "repeat", "drop_remainder")
@@ -33,7 +32,8 @@ def _read_rows(source, rows: slice, local_batch_size: int, indices: np.ndarray) 
 class BatchIterator:
   """Iterator of batches with `get_state()` (a JSON-able dict) and `set_state(state)`."""
 
-  def __init__(self, dataset: grain.IterDataset, fingerprint: dict):
+  def __init__(self, dataset, fingerprint: dict):
+    """`dataset`: a grain.IterDataset of batches."""
     self._iterator = iter(dataset)
     self._fingerprint = fingerprint
 
@@ -71,6 +71,7 @@ def make_batches(source, *, global_batch_size: int, seed: int, shuffle: bool, re
     raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
   if len(source) == 0:
     raise ValueError("the source has no examples")
+  import grain  # only reading data needs it: the benchmarks import this module without it
   local_batch_size = global_batch_size // process_count
   indices = grain.MapDataset.range(len(source))
   if shuffle:

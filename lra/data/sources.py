@@ -10,7 +10,6 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 LRA_RELEASE = ("download https://storage.googleapis.com/long-range-arena/lra_release.gz, unpack it "
                "(tar xzf lra_release.gz) and point --config.data_dir at the unpacked lra_release/ "
@@ -193,6 +192,7 @@ def tfds_provenance(source, name: str, data_dir) -> dict:
 
 def tfds_source(name: str, split: str, data_dir):
   """A prepared tensorflow-datasets split as a random-access source (no TensorFlow needed)."""
+  import tensorflow_datasets as tfds  # only the tasks that read IMDb or CIFAR-10 need it
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except (NotImplementedError, FileNotFoundError, AssertionError) as error:
