@@ -217,14 +217,17 @@ def median_time(compiled, args, repeats: int, max_seconds: float) -> dict:
               minor_faults=(after.ru_minflt - before.ru_minflt) / repeats)
 
 
-def measure(jitted, args, flops: float, args_ns) -> dict:
+def measure(jitted, args, flops: float, args_ns, softmax: bool = False) -> dict:
   """Compiles, checks the compiled memory against the budget, then times (unless over budget).
-  A failure to compile or run (out of memory) is recorded as `skipped`, never raised."""
+  A failure to compile or run (out of memory) is recorded as `skipped`, never raised. `softmax`:
+  also records `implementation`, what the compiled program runs ("cudnn" or "xla")."""
   start = time.perf_counter()
   row = dict(flops=flops)
   try:
     compiled = jitted.lower(*args).compile()
     row.update(compile_s=time.perf_counter() - start, **compiled_memory_bytes(compiled))
+    if softmax:
+      row["implementation"] = "cudnn" if runs_cudnn_attention(compiled) else "xla"
     budget = args_ns.memory_budget_gib * 2**30
     if row.get("memory_bytes", 0) > budget:
       row["skipped"] = (f"needs {row['memory_bytes'] / 2**30:.1f} GiB > budget "
@@ -238,6 +241,11 @@ def measure(jitted, args, flops: float, args_ns) -> dict:
   return row
 
 
+def runs_cudnn_attention(compiled) -> bool:
+  """Whether a compiled program calls cuDNN's fused attention (a `__cudnn$fmha...` custom call)."""
+  return "__cudnn$fmha" in compiled.as_text()
+
+
 def progress(text: str, row: dict):
   memory = f"{row['memory_bytes'] / 2**20:9.1f} MiB" if "memory_bytes" in row else "memory n/a"
   if "skipped" in row:
@@ -248,9 +256,13 @@ def progress(text: str, row: dict):
           f"of CPU (n={len(row['times_s'])})", flush=True)
 
 
-def attention_rows(args, sizes: Sizes, deadline: float | None = None) -> list[dict]:
-  """Every form at every length, forward and forward+backward. Measurements after `deadline`
-  (time.monotonic()) and token scans longer than --scan-max-length are recorded as not run."""
+def attention_rows(args, sizes: Sizes, deadline: float | None = None, select=None,
+                   on_row=None) -> list[dict]:
+  """Every form at every length, forward and forward+backward (only those where
+  `select(form, length, mode)` holds, when given); `on_row(row)` after each. Measurements after
+  `deadline` (time.monotonic()) and token scans longer than --scan-max-length are recorded as not
+  run. Softmax rows say which implementation ran and why: where cuDNN's was chosen but fails to
+  compile at that shape, the row is XLA's, with cuDNN's error as the reason."""
   key = jax.random.PRNGKey(args.seed)
   projection = rfa_jax.random_projection(key, sizes.heads, sizes.num_features, sizes.head_dim)
   softmax_choice = softmax_implementation(sizes, args.dtype)
@@ -261,20 +273,36 @@ def attention_rows(args, sizes: Sizes, deadline: float | None = None) -> list[di
     inputs = make_inputs(jax.random.fold_in(key, length), length, sizes, args.dtype) + (projection,)
     for form in attention_forms(args.chunk_sizes, softmax_choice["implementation"], args.window):
       for name, build, factor in (("fwd", forward, 1), ("fwd_bwd", forward_backward, 3)):
+        if select is not None and not select(form, length, name):
+          continue
         flops = factor * forward_flops(form, length, sizes)
         row = dict(form=form.name, label=form.label, chunk_size=form.chunk_size, length=length,
                    mode=name, dtype=args.dtype)
-        if form.name.startswith("softmax"):
-          row["implementation"] = softmax_choice["implementation"]
         if form.chunk_size == 1 and args.scan_max_length and length > args.scan_max_length:
           row.update(flops=flops, skipped=f"token scan runs to L={args.scan_max_length}")
         elif deadline is not None and time.monotonic() > deadline:
           row.update(flops=flops, skipped="time budget spent")
+        elif form.name.startswith("softmax"):
+          row.update(measure_softmax(form, build, inputs, flops, args, softmax_choice))
         else:
           row.update(measure(build(form), inputs, flops, args))
         progress(f"L={length:>6} {form.label:<26} {name:<7}", row)
         rows.append(row)
+        if on_row is not None:
+          on_row(row)
   return rows
+
+
+def measure_softmax(form: Form, build, inputs, flops: float, args, choice: dict) -> dict:
+  """`measure` of a softmax form with the implementation chosen for the run; XLA's instead where
+  cuDNN's fails to compile at this shape. Records which ran and why."""
+  row = measure(build(form), inputs, flops, args, softmax=True)
+  reason = choice["reason"]
+  if choice["implementation"] == "cudnn" and row.get("skipped", "").startswith("error"):
+    reason = f"cuDNN failed at this shape ({row['skipped']}); XLA's ran"
+    fallback = form._replace(apply=softmax(form.name.endswith("causal"), "xla"))
+    row = measure(build(fallback), inputs, flops, args, softmax=True)
+  return dict(row, implementation_reason=reason)
 
 
 def rfa_decoder(projection, sizes: Sizes, feature_map: str = "gaussian", window: int | None = None):
@@ -310,8 +338,9 @@ def softmax_decoder(sizes: Sizes, tokens: int):
   return jax.jit(generate)
 
 
-def decode_rows(args, sizes: Sizes) -> list[dict]:
-  """Per-token cost of generating --decode-tokens tokens with RFA and with a softmax KV cache."""
+def decode_rows(args, sizes: Sizes, on_row=None) -> list[dict]:
+  """Per-token cost of generating --decode-tokens tokens with RFA and with a softmax KV cache;
+  `on_row(row)` after each."""
   key = jax.random.PRNGKey(args.seed + 1)
   projection = rfa_jax.random_projection(key, sizes.heads, sizes.num_features, sizes.head_dim)
   shape = (args.decode_tokens, sizes.batch, sizes.heads, sizes.head_dim)
@@ -336,17 +365,21 @@ def decode_rows(args, sizes: Sizes) -> list[dict]:
       row["per_token_s"] = row["median_s"] / args.decode_tokens
     progress(f"decode {args.decode_tokens} tokens {name:<16}", row)
     rows.append(row)
+    if on_row is not None:
+      on_row(row)
   return rows
 
 
 def bf16_error(args, sizes: Sizes) -> dict:
   """max |out_bf16 - out_fp32| / max |out_fp32| of chunked causal RFA from bf16 vs fp32 q, k, v
-  (projection in fp32, default chunk size)."""
+  (projection in fp32, default chunk size). The fp32 reference runs at the highest matmul
+  precision (a GPU would otherwise use TF32 for it)."""
   key = jax.random.PRNGKey(args.seed + 2)
   projection = rfa_jax.random_projection(key, sizes.heads, sizes.num_features, sizes.head_dim)
   q, k, v, _, _ = make_inputs(key, args.bf16_length, sizes, jnp.float32)
   attend = jax.jit(lambda q, k, v: rfa_jax.rfa(q, k, v, projection, causal=True))
-  exact = np.asarray(attend(q, k, v), np.float32)
+  with jax.default_matmul_precision("highest"):
+    exact = np.asarray(attend(q, k, v), np.float32)
   low = np.asarray(attend(*(x.astype(jnp.bfloat16) for x in (q, k, v))).astype(jnp.float32))
   error = float(np.max(np.abs(low - exact)) / np.max(np.abs(exact)))
   print(f"bf16 chunked causal (C={rfa_jax.DEFAULT_CHUNK_SIZE}) L={args.bf16_length}: "
@@ -355,15 +388,22 @@ def bf16_error(args, sizes: Sizes) -> dict:
               max_relative_error=error)
 
 
-def matmul_peak(size: int, repeats: int, dtype=jnp.float32) -> dict:
-  """FLOP/s of a jitted size^3 matmul in `dtype` (median of `repeats`; default precision, so a GPU
-  may use TF32 for float32)."""
+def matmul_peak(size: int, repeats: int, dtype=jnp.float32, warmup_s: float = 0.0) -> dict:
+  """FLOP/s of a jitted size^3 matmul in `dtype` (median of `repeats`, after calls for at least
+  `warmup_s` seconds: an idle GPU's clocks rise only under load). Default precision, so a GPU
+  may use TF32 for float32, unless the caller sets jax.default_matmul_precision (recorded)."""
   a, b = jax.random.normal(jax.random.PRNGKey(0), (2, size, size), jnp.float32).astype(dtype)
   compiled = jax.jit(jnp.matmul).lower(a, b).compile()
+  start = time.perf_counter()
+  while time.perf_counter() - start < warmup_s:
+    jax.block_until_ready(compiled(a, b))
+  warmed_s = time.perf_counter() - start
   timing = median_time(compiled, (a, b), repeats, max_seconds=60.0)
   flops_per_s = 2.0 * size**3 / timing["median_s"]
   print(f"{jnp.dtype(dtype).name} matmul {size}^3: {flops_per_s / 1e9:.1f} GFLOP/s", flush=True)
-  return dict(size=size, dtype=jnp.dtype(dtype).name, flops_per_s=flops_per_s, **timing)
+  return dict(size=size, dtype=jnp.dtype(dtype).name, flops_per_s=flops_per_s,
+              precision=str(jax.config.jax_default_matmul_precision or "default"),
+              warmed_s=warmed_s, **timing)
 
 
 def best_chunked(rows, form: str, length: int) -> dict | None:

@@ -25,11 +25,10 @@ import jax
 import numpy as np
 
 from lra import attention as attention_registry
-from lra import config_lib, parallelism
-from benchmarks.attention import compiled_memory_bytes, failure
+from lra import parallelism
+from benchmarks.attention import compiled_memory_bytes, failure, runs_cudnn_attention
 from lra.records import (device_peak_memory_bytes, git_commit, markdown_table, max_rss_bytes,
                          write_results)
-from lra.train import init_training
 
 TEXT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "text.py"
 
@@ -37,6 +36,7 @@ TEXT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "text.py
 def text_config(attention: str, length: int, args):
   """The text task's config for `attention` (a spec, `name[:key=value,...]`) at `length`, batch and
   dtype of `args`, with `args.override` (`dotted.key=value`) applied."""
+  from lra import config_lib  # needs ml_collections; the tables and specs do not
   name, options = parse_spec(attention)
   config = config_lib.load(str(TEXT_CONFIG), name)
   config.max_length, config.batch_size, config.dtype = length, args.batch_size, args.dtype
@@ -72,7 +72,9 @@ def _literal(text: str):
 
 def measure(attention: str, length: int, args, mesh) -> dict:
   """Compiles one train step, checks its memory against the budget, then times `args.steps` steps.
-  A failure (out of memory) is recorded in the row, never raised."""
+  A failure (out of memory) is recorded in the row, never raised. Rows of softmax say whether the
+  compiled step runs cuDNN's fused attention or XLA's (`implementation`)."""
+  from lra.train import init_training  # the training stack loads only for a measurement
   row = dict(attention=attention, length=length, batch_size=args.batch_size, dtype=args.dtype)
   try:
     config = text_config(attention, length, args)
@@ -86,6 +88,8 @@ def measure(attention: str, length: int, args, mesh) -> dict:
     start = time.perf_counter()
     compiled = steps.train.lower(state, batch).compile()
     row.update(compile_s=time.perf_counter() - start, **compiled_memory_bytes(compiled))
+    if parse_spec(attention)[0] == "softmax":
+      row["implementation"] = "cudnn" if runs_cudnn_attention(compiled) else "xla"
     if row.get("memory_bytes", 0) > args.memory_budget_gib * 2**30:
       return dict(row, skipped=f"needs {row['memory_bytes'] / 2**30:.1f} GiB > "
                                "--memory-budget-gib")
@@ -146,9 +150,10 @@ def skipped_cell(row) -> str:
   return "not run" if reason == "time budget spent" else "failed"
 
 
-def run(args, deadline: float | None = None) -> list[dict]:
+def run(args, deadline: float | None = None, on_row=None) -> list[dict]:
   """Every (attention, length) cell of `args`, with ratios against `args.baseline`; cells after
-  `deadline` (time.monotonic()) are recorded as not run."""
+  `deadline` (time.monotonic()) are recorded as not run. `on_row(rows)` after each cell, with the
+  rows so far and their ratios."""
   if args.attentions == ["all"]:
     args.attentions = [args.baseline] + [n for n in attention_registry.names() if n != args.baseline]
   for spec in args.attentions:  # every spec checked before the first cell runs
@@ -168,6 +173,8 @@ def run(args, deadline: float | None = None) -> list[dict]:
       print(f"{attention:>14} L={length:>5} {args.dtype}: "
             + (f"{row['steps_per_sec']:.3f} steps/s" if "steps_per_sec" in row else row["skipped"])
             + memory, flush=True)
+      if on_row is not None:
+        on_row(relative_to_baseline(rows, args.baseline))
   return relative_to_baseline(rows, args.baseline)
 
 
