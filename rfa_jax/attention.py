@@ -6,16 +6,19 @@ scaled by sigma (scalar or [heads]); as num_features grows the output tends to s
 logits sigma^2 q^ . k^ (feature_map="gaussian"). `normalizer` is the denominator rule
 (`rfa_jax.normalizer`). `window=w` adds exact softmax attention over the w nearest positions
 (`rfa_jax.window`, logits q . k / sqrt(head_dim)) to the RFA output: out = rfa_scale * RFA + window
-attention, with `rfa_scale` a scalar or one factor per head (1 by default).
+attention, with `rfa_scale` a scalar or one factor per head (1 by default). `segment_ids` packs
+several sequences into a row (`rfa_jax.segments`): each attends only within itself.
 Features, states and sums are float32; the output has v's dtype.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rfa_jax import causal as causal_forms
 from rfa_jax.normalizer import check_normalizer, normalize
 from rfa_jax.random_features import query_key_features
+from rfa_jax.segments import grouped, key_mask_of, last_sequence, restarts, zero_padding
 from rfa_jax.validation import (check_attention_args, check_gate_values, check_projection,
                                 check_rank, check_sigma, check_window, resolve_feature_map)
 from rfa_jax.window import window_attention
@@ -45,7 +48,8 @@ def _mask_padding(k, v, key_mask):
 
 
 def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
-        gate=None, chunk_size=None, normalizer="floor", window=None, rfa_scale=1.0, kind=None):
+        gate=None, chunk_size=None, normalizer="floor", window=None, rfa_scale=1.0,
+        segment_ids=None, kind=None):
   """Random feature attention. Returns [batch, length, heads, value_dim].
 
   feature_map: "gaussian" (sin/cos) or "arccos" (relu); `kind=` is its deprecated name.
@@ -57,68 +61,92 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
   normalizer: "floor" | "clamp1" | "rms", the denominator rule (`rfa_jax.normalizer`).
   window: None, or w >= 1: add exact softmax attention over i - w < j <= i (causal) or |i - j| < w.
   rfa_scale: scalar or [heads], the factor of the RFA term (out = rfa_scale * RFA + window term).
+  segment_ids: [batch, length] int, 0 = padding: query i sees key j only when both carry the same
+    non-zero id (each id one contiguous run when causal); causal forms restart the state where the id
+    changes, so a packed row gives what each of its sequences gives alone. Padded queries output 0.
   """
   feature_map = resolve_feature_map(feature_map, kind)
   check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=causal,
                        key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer,
-                       window=window, rfa_scale=rfa_scale)
+                       window=window, rfa_scale=rfa_scale, segment_ids=segment_ids)
+  key_mask = key_mask_of(key_mask, segment_ids)
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   if causal:
-    out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, None, normalizer)
+    reset = None if segment_ids is None else restarts(segment_ids)
+    out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, None, normalizer, reset)
+  elif segment_ids is not None:
+    out = grouped(phi_q, segment_ids, phi_k, v, segment_ids,
+                  chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer)
   else:
     out = _noncausal(phi_q, phi_k, v, key_weight, normalizer)
   out = scale_heads(out, rfa_scale)
   if window is not None:
     out = out + window_attention(q, k, v.astype(jnp.float32), window=window, causal=causal,
-                                 key_mask=key_mask)
-  return out.astype(v.dtype)
+                                 key_mask=key_mask, segment_ids=segment_ids)
+  return zero_padding(out, segment_ids).astype(v.dtype)
 
 
-def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normalizer):
-  """Dispatches to the token recurrence (chunk_size=1) or the chunked form; returns (out, state)."""
+def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normalizer, reset=None):
+  """Dispatches to the token recurrence (chunk_size=1) or the chunked form; returns (out, state).
+  reset: [B, L] bool or None, where the state restarts (packed sequences)."""
   log_decay = None
   if gate is not None:
     gate = gate.astype(jnp.float32)
     key_weight = (1 - gate) if key_weight is None else key_weight * (1 - gate)
     log_decay = jnp.log(gate)
   if chunk_size == 1:
-    return causal_forms.recurrent(phi_q, phi_k, v, key_weight, gate, initial_state, normalizer)
+    decay = gate
+    if reset is not None:
+      decay = jnp.where(reset[..., None], 0.0, 1.0 if gate is None else gate)
+    return causal_forms.recurrent(phi_q, phi_k, v, key_weight, decay, initial_state, normalizer)
   return causal_forms.chunked(phi_q, phi_k, v, key_weight, log_decay, initial_state=initial_state,
-                              chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer)
+                              chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer,
+                              reset=reset)
 
 
 def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mask=None,
-            gate=None, chunk_size=None, normalizer="floor", window=None, rfa_scale=1.0, kind=None):
+            gate=None, chunk_size=None, normalizer="floor", window=None, rfa_scale=1.0,
+            segment_ids=None, kind=None):
   """Causal RFA over a block of tokens that continues from `state` (e.g. a prompt, or a decode cache).
 
   Arguments as in `rfa(..., causal=True)`; returns (new_state, out: [batch, length, heads, value_dim]).
   `prefill(init_decode_state(...), ...)` gives the output of `rfa(..., causal=True)`; with `window`
-  the state must hold the window's cache (`init_decode_state(..., window=w, head_dim=d)`).
+  the state must hold the window's cache (`init_decode_state(..., window=w, head_dim=d)`). With
+  `segment_ids` the block's first sequence continues `state`, every later one restarts it, and the
+  new state is that of the block's last sequence (decoding continues it).
   """
   feature_map = resolve_feature_map(feature_map, kind)
   check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=True,
                        key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer,
-                       window=window, rfa_scale=rfa_scale)
+                       window=window, rfa_scale=rfa_scale, segment_ids=segment_ids)
   _check_window_state(state, window, q.shape[0])
+  key_mask = key_mask_of(key_mask, segment_ids)
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
+  reset = None if segment_ids is None else restarts(segment_ids)
   out, rfa_state = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size,
-                           causal_forms.DecodeState(state.s, state.z), normalizer)
+                           causal_forms.DecodeState(state.s, state.z), normalizer, reset)
   state = state._replace(s=rfa_state.s, z=rfa_state.z)
   out = scale_heads(out, rfa_scale)
   if window is not None:
+    past = window - 1  # the cached keys sit just before the new ones
     kept = jnp.ones(q.shape[:2], bool) if key_mask is None else key_mask
     keys, values, kept = (jnp.concatenate([cached, new.astype(cached.dtype)], 1) for cached, new in
                           ((state.window_k, k), (state.window_v, v), (state.window_kept, kept)))
-    past = window - 1  # the cached keys sit just before the new ones
+    ids = None
+    if segment_ids is not None:  # the cached keys belong to the block's first sequence
+      ids = jnp.concatenate([jnp.repeat(segment_ids[:, :1], past, 1), segment_ids], 1)
     recent = window_attention(jnp.pad(q, [(0, 0), (past, 0), (0, 0), (0, 0)]), keys,
-                              values.astype(jnp.float32), window=window, causal=True, key_mask=kept)
+                              values.astype(jnp.float32), window=window, causal=True, key_mask=kept,
+                              segment_ids=ids)
     out = out + recent[:, past:]
+    if ids is not None:  # the cache keeps the last sequence's keys only
+      kept = kept & (ids == last_sequence(ids)[:, None])
     state = state._replace(window_k=keys[:, keys.shape[1] - past:],
                            window_v=values[:, values.shape[1] - past:],
                            window_kept=kept[:, kept.shape[1] - past:])
-  return state, out.astype(v.dtype)
+  return state, zero_padding(out, segment_ids).astype(v.dtype)
 
 
 def scale_heads(out, scale):
@@ -142,23 +170,33 @@ def _check_window_state(state, window, batch):
 
 
 def rfa_cross(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mask=None,
-              normalizer="floor", kind=None):
+              normalizer="floor", segment_ids=None, key_segment_ids=None, kind=None):
   """Cross attention: q: [batch, Lq, heads, head_dim] attends to k, v: [batch, Lk, heads, ...].
 
   key_mask: [batch, Lk] bool, False = padding. Returns [batch, Lq, heads, value_dim].
+  segment_ids: [batch, Lq] and key_segment_ids: [batch, Lk] int (both or neither), 0 = padding:
+  packed pairs, e.g. decoder queries against encoder keys; query i sees key j only when their ids are
+  equal and non-zero. Padded queries output 0.
   """
   feature_map = resolve_feature_map(feature_map, kind)
   check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma,
-                       key_mask=key_mask, cross=True, normalizer=normalizer)
-  k, v, key_weight = _mask_padding(k, v, key_mask)
+                       key_mask=key_mask, cross=True, normalizer=normalizer,
+                       segment_ids=segment_ids, key_segment_ids=key_segment_ids)
+  k, v, key_weight = _mask_padding(k, v, key_mask_of(key_mask, key_segment_ids))
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
-  return _noncausal(phi_q, phi_k, v, key_weight, normalizer).astype(v.dtype)
+  if segment_ids is None:
+    return _noncausal(phi_q, phi_k, v, key_weight, normalizer).astype(v.dtype)
+  out = grouped(phi_q, segment_ids, phi_k, v, key_segment_ids, chunk_size=DEFAULT_CHUNK_SIZE,
+                normalizer=normalizer)
+  return zero_padding(out, segment_ids).astype(v.dtype)
 
 
 def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sigma=1.0, gate_t=None,
-                normalizer="floor", window=None, rfa_scale=1.0, kind=None):
+                normalizer="floor", window=None, rfa_scale=1.0, reset_t=None, kind=None):
   """One step of causal RFA. q_t, k_t: [batch, heads, head_dim], v_t: [batch, heads, value_dim],
   gate_t: [batch, heads] in (0, 1) or None. Returns (new_state, out_t: [batch, heads, value_dim]).
+  reset_t: [batch] bool or None: True starts a new sequence in that row (the state and the window's
+  cache are emptied before this token), as `segment_ids` restarts `rfa(..., causal=True)`.
 
   Iterating it over a sequence from `init_decode_state` reproduces `rfa(..., causal=True)`.
   """
@@ -179,16 +217,22 @@ def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sig
   if state.s.shape[:2] != q_t.shape[:2] or state.s.shape[3] != v_t.shape[2]:
     raise ValueError(f"state.s has shape {state.s.shape}; expected {expected_state} "
                      "(see init_decode_state)")
-  key_weight = None
+  key_weight = decay = None
   if gate_t is not None:
     if gate_t.shape != q_t.shape[:2]:
       raise ValueError(f"gate_t has shape {gate_t.shape}; expected {q_t.shape[:2]} [batch, heads]")
     check_gate_values("gate_t", gate_t)
-    gate_t = gate_t.astype(jnp.float32)
+    decay = gate_t = gate_t.astype(jnp.float32)
     key_weight = 1 - gate_t
+  if reset_t is not None:
+    if np.shape(reset_t) != q_t.shape[:1]:
+      raise ValueError(f"reset_t has shape {np.shape(reset_t)}; expected [batch={q_t.shape[0]}] bool")
+    decay = jnp.where(reset_t[:, None], 0.0, 1.0 if gate_t is None else gate_t)
+    if window is not None:
+      state = state._replace(window_kept=state.window_kept & ~reset_t[:, None])
   phi_q, phi_k = query_key_features(q_t, k_t, projection, feature_map, sigma)
   rfa_state, out = causal_forms.recurrent_step(causal_forms.DecodeState(state.s, state.z), phi_q,
-                                               phi_k, v_t, key_weight, gate_t, normalizer)
+                                               phi_k, v_t, key_weight, decay, normalizer)
   state = state._replace(s=rfa_state.s, z=rfa_state.z)
   out = scale_heads(out[:, None], rfa_scale)[:, 0]
   if window is not None:

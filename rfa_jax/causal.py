@@ -6,7 +6,8 @@ All forms compute, for features phi_q, phi_k: [B, L, H, F] and values v: [B, L, 
     out_i = normalize(phi(q_i)^T S_i, phi(q_i) . z_i)   (`rfa_jax.normalizer`; by default
            phi(q_i)^T S_i / stabilize(phi(q_i) . z_i)),
 
-with key weights c_i (1 - g_i for a gate, 0 for a padded key) and decays a_i (g_i, or 1 without gate).
+with key weights c_i (1 - g_i for a gate, 0 for a padded key) and decays a_i (g_i, or 1 without gate;
+0 where a packed row starts a new sequence, `rfa_jax.segments`).
 State S: [B, H, F, dv] and normaliser z: [B, H, F] are float32.
 """
 
@@ -78,18 +79,31 @@ def recurrent(phi_q, phi_k, v, key_weight=None, decay=None, initial_state=None, 
 
 
 def chunked(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int,
-            initial_state=None, normalizer="floor"):
+            initial_state=None, normalizer="floor", reset=None):
+  """The chunked form, normalised: returns (out: [B, L, H, dv] float32, final DecodeState).
+  Arguments as in `chunked_sums`."""
+  numerator, denominator, final = chunked_sums(phi_q, phi_k, v, key_weight, log_decay,
+                                               chunk_size=chunk_size, initial_state=initial_state,
+                                               reset=reset)
+  return normalize(numerator, denominator, normalizer), final
+
+
+def chunked_sums(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int,
+                 initial_state=None, reset=None):
   """Chunked form: exact, any length (padded to a multiple of `chunk_size` internally).
 
   Per chunk of C tokens with in-chunk cumulative log-decay b_i = sum_{r<=i} log a_r (<= 0):
-    intra:  out_i += sum_{j<=i} exp(b_i - b_j) c_j (phi_q_i . phi_k_j) v_j   (C x C matrix products)
-    inter:  out_i += exp(b_i) phi_q_i^T S_prev
-    carry:  S_next = exp(b_C) S_prev + sum_j exp(b_C - b_j) c_j phi_k_j v_j^T.
-  Every exponent is a non-positive difference, so no decay strength overflows. The chunk increments are
-  batched matrix products; `lax.scan` over chunks only carries S, so autodiff stores one state per
-  chunk (O(L/C F dv)) and C x C weights (O(L C)), never a state per token.
+    intra:  num_i += sum_{j<=i} exp(b_i - b_j) c_j (phi_q_i . phi_k_j) v_j   (C x C matrix products)
+    inter:  num_i += exp(b_i) phi_q_i^T S_prev
+    carry:  S_next = exp(b_C) S_prev + sum_j exp(b_C - b_j) c_j phi_k_j v_j^T,
+  and the same for the denominator with z. Every exponent is a non-positive difference, so no decay
+  strength overflows. `reset: [B, L]` bool restarts the state before a token (packed sequences): a
+  decay of exactly 0 across the restart, applied by masking the pairs (i, j) with a restart in
+  (j, i], never through exp(-inf). The chunk increments are batched matrix products; `lax.scan` over
+  chunks only carries S, so autodiff stores one state per chunk (O(L/C F dv)) and C x C weights
+  (O(L C)), never a state per token.
   key_weight: [B, L, H] or None; log_decay: [B, L, H] (log a_i <= 0) or None.
-  Returns (out: [B, L, H, dv] float32, final DecodeState).
+  Returns (numerator: [B, L, H, dv], denominator: [B, L, H] (float32), final DecodeState).
   """
   batch, length, heads, features = phi_q.shape
   value_dim = v.shape[-1]
@@ -98,7 +112,7 @@ def chunked(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int
   num_chunks = -(-length // chunk_size)
   pad = num_chunks * chunk_size - length
 
-  def to_chunks(x):  # [B, L, H, ...] -> [B, N, C, H, ...]; padded keys get weight 0, decay 1.
+  def to_chunks(x):  # [B, L, ...] -> [B, N, C, ...]; padded keys get weight 0, decay 1, no restart.
     if x is None:
       return None
     x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
@@ -110,9 +124,16 @@ def chunked(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int
   pk = pk if c is None else pk * c[..., None]
 
   scores = jnp.einsum("bnihf,bnjhf->bnhij", pq, pk)
-  causal_mask = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))
+  visible = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))  # [C, C], or [B, N, 1, C, C]
+  query_keeps = key_keeps = chunk_keeps = None  # [B, N, C], [B, N, C], [B, N]: no restart in between
+  if reset is not None:
+    run = jnp.cumsum(to_chunks(reset).astype(jnp.int32), axis=2)  # restarts so far in the chunk
+    visible = visible & (run[..., :, None] == run[..., None, :])[:, :, None]
+    query_keeps = (run == 0)[..., None, None]  # query i still sees S_prev
+    key_keeps = (run == run[..., -1:])[..., None, None]  # key j still counts at the chunk's end
+    chunk_keeps = (run[..., -1] == 0)[..., None]  # S_prev survives the chunk
   if log_decay is None:
-    scores = jnp.where(causal_mask, scores, 0.0)
+    scores = jnp.where(visible, scores, 0.0)
     key_scale = pk
     query_scale = pq
     chunk_decay = None
@@ -120,10 +141,16 @@ def chunked(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int
     b = jnp.cumsum(to_chunks(log_decay.astype(jnp.float32)), axis=2)  # [B, N, C, H]
     b_last = b[:, :, -1]  # [B, N, H]
     bh = jnp.moveaxis(b, -1, 2)  # [B, N, H, C]
-    scores = scores * jnp.exp(jnp.where(causal_mask, bh[..., :, None] - bh[..., None, :], -jnp.inf))
+    gap = jnp.where(visible, bh[..., :, None] - bh[..., None, :], 0.0)  # <= 0 where visible
+    scores = jnp.where(visible, scores * jnp.exp(gap), 0.0)
     key_scale = pk * jnp.exp(b_last[:, :, None] - b)[..., None]
     query_scale = pq * jnp.exp(b)[..., None]
     chunk_decay = jnp.exp(b_last)
+  if reset is not None:
+    key_scale = jnp.where(key_keeps, key_scale, 0.0)
+    query_scale = jnp.where(query_keeps, query_scale, 0.0)
+    kept = jnp.broadcast_to(chunk_keeps, (batch, num_chunks, heads)).astype(jnp.float32)
+    chunk_decay = kept if chunk_decay is None else chunk_decay * kept
 
   intra_num = jnp.einsum("bnhij,bnjhd->bnihd", scores, vc)
   intra_den = jnp.einsum("bnhij->bnih", scores)
@@ -141,5 +168,6 @@ def chunked(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int
   final, prev = jax.lax.scan(carry_state, initial_state, (delta_s, delta_z, decays))
   inter_num = jnp.einsum("bnihf,nbhfd->bnihd", query_scale, prev.s)
   inter_den = jnp.einsum("bnihf,nbhf->bnih", query_scale, prev.z)
-  out = normalize(intra_num + inter_num, intra_den + inter_den, normalizer)
-  return out.reshape(batch, num_chunks * chunk_size, heads, value_dim)[:, :length], final
+  numerator = (intra_num + inter_num).reshape(batch, num_chunks * chunk_size, heads, value_dim)
+  denominator = (intra_den + inter_den).reshape(batch, num_chunks * chunk_size, heads)
+  return numerator[:, :length], denominator[:, :length], final

@@ -8,22 +8,26 @@ from rfa_jax.random_features import arccos_kernel, l2_normalize, query_key_featu
 from rfa_jax.validation import check_feature_map, resolve_feature_map
 
 
-def softmax_attention(q, k, v, *, causal=False, key_mask=None, scale=None, window=None):
+def softmax_attention(q, k, v, *, causal=False, key_mask=None, scale=None, window=None,
+                      segment_ids=None, key_segment_ids=None):
   """Exact softmax attention. q: [B, Lq, H, d], k: [B, Lk, H, d], v: [B, Lk, H, dv] -> [B, Lq, H, dv].
 
   Logits `scale * q . k` with scale = 1/sqrt(d) by default; `key_mask: [B, Lk]` (False = padding);
-  `causal` hides keys j > i; `window=w` hides keys outside i - w < j <= i (causal) or |i - j| < w.
-  A query that sees no key outputs 0.
+  `causal` hides keys j > i; `window=w` hides keys outside i - w < j <= i (causal) or |i - j| < w;
+  `segment_ids: [B, Lq]` (with `key_segment_ids: [B, Lk]`, by default the same) hides keys of another
+  id and every key from id 0. A query that sees no key outputs 0.
   """
   scale = q.shape[-1] ** -0.5 if scale is None else scale
   logits = jnp.einsum("bihd,bjhd->bhij", q, k, preferred_element_type=jnp.float32) * scale
-  visible = _visibility(q.shape[0], q.shape[1], k.shape[1], causal, key_mask, window)
+  visible = visibility(q.shape[0], q.shape[1], k.shape[1], causal, key_mask, window, segment_ids,
+                        key_segment_ids)
   logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1) * visible
   return jnp.einsum("bhij,bjhd->bihd", weights, v.astype(jnp.float32)).astype(v.dtype)
 
 
-def _visibility(batch, q_len, k_len, causal, key_mask, window=None):
+def visibility(batch, q_len, k_len, causal, key_mask, window=None, segment_ids=None,
+                key_segment_ids=None):
   """[B, 1, Lq, Lk] bool: query i may attend to key j."""
   visible = jnp.ones((batch, 1, q_len, k_len), bool)
   if causal:
@@ -33,6 +37,10 @@ def _visibility(batch, q_len, k_len, causal, key_mask, window=None):
     visible = visible & (gap < window) & (gap > (-1 if causal else -window))
   if key_mask is not None:
     visible = visible & key_mask[:, None, None, :]
+  if segment_ids is not None:
+    key_ids = segment_ids if key_segment_ids is None else key_segment_ids
+    same = (segment_ids[:, :, None] == key_ids[:, None, :]) & (key_ids != 0)[:, None, :]
+    visible = visible & same[:, None]
   return visible
 
 
@@ -60,22 +68,24 @@ def decay_weights(gate):
 
 def rfa_reference(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
                   key_mask=None, gate=None, normalizer="floor", window=None, rfa_scale=1.0,
-                  kind=None):
+                  segment_ids=None, key_segment_ids=None, kind=None):
   """RFA with explicit attention weights: out_i = normalize(sum_j w_ij A_ij v_j, sum_j w_ij A_ij).
 
-  A_ij = phi(q_i) . phi(k_j) and w_ij: 1, 0 for masked or future keys, or the gate weights
-  (`gate_weights`); `window=w` adds `softmax_attention(..., window=w)` to rfa_scale times that.
-  Quadratic in length; also
-  covers cross attention (Lq != Lk, non-causal).
+  A_ij = phi(q_i) . phi(k_j) and w_ij: 1, 0 for masked or future keys or keys of another segment
+  (`segment_ids`, `key_segment_ids` as in `softmax_attention`), or the gate weights (`gate_weights`);
+  `window=w` adds `softmax_attention(..., window=w)` to rfa_scale times that. Quadratic in length;
+  also covers cross attention (Lq != Lk, non-causal).
   """
   feature_map = resolve_feature_map(feature_map, kind)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   scores = jnp.einsum("bihf,bjhf->bhij", phi_q, phi_k)
-  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, gate_weights)
+  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, gate_weights,
+              segment_ids, key_segment_ids)
 
 
 def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
-                     gate=None, normalizer="floor", window=None, rfa_scale=1.0):
+                     gate=None, normalizer="floor", window=None, rfa_scale=1.0, segment_ids=None,
+                     key_segment_ids=None):
   """The attention that RFA's random features estimate, computed exactly: RFA with infinitely many
   features. Quadratic in length; arguments as in `rfa` (no projection).
 
@@ -91,14 +101,17 @@ def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False
     scores = jnp.exp(sigma_sq * (jnp.einsum("bihd,bjhd->bhij", qn, kn) - 1.0))
   else:
     scores = sigma_sq * jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1)
-  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, decay_weights)
+  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, decay_weights,
+              segment_ids, key_segment_ids)
 
 
-def _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, weigh_gate):
+def _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, weigh_gate,
+         segment_ids, key_segment_ids):
   """normalize(sum_j w_ij s_ij v_j, sum_j w_ij s_ij) for scores s: [B, H, Lq, Lk], plus the window's
   softmax attention."""
   q_len, k_len = scores.shape[2:]
-  weights = _visibility(scores.shape[0], q_len, k_len, causal, key_mask).astype(jnp.float32)
+  weights = visibility(scores.shape[0], q_len, k_len, causal, key_mask, None, segment_ids,
+                        key_segment_ids).astype(jnp.float32)
   if gate is not None:
     weights = weights * weigh_gate(gate)
   scores = scores * weights
@@ -108,5 +121,5 @@ def _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale,
   out = normalize(numerator, denominator, normalizer) * jnp.reshape(scale, scale.shape + (1,))
   if window is not None:
     out = out + softmax_attention(q, k, v.astype(jnp.float32), causal=causal, key_mask=key_mask,
-                                  window=window)
+                                  window=window, segment_ids=segment_ids)
   return out.astype(v.dtype)

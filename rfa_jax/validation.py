@@ -8,6 +8,7 @@ import numpy as np
 
 from rfa_jax.normalizer import check_normalizer
 from rfa_jax.random_features import FEATURE_MAPS
+from rfa_jax.segments import check_segment_ids
 
 
 def _fail(name, got, expected):
@@ -69,7 +70,7 @@ def check_window(window):
 
 def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=False, key_mask=None,
                          gate=None, chunk_size=None, cross=False, normalizer="floor", window=None,
-                         rfa_scale=1.0):
+                         rfa_scale=1.0, segment_ids=None, key_segment_ids=None):
   """Validates the arguments of `rfa` (cross=False) and `rfa_cross` (cross=True)."""
   layout = "[batch, length, heads, head_dim]"
   check_rank("q", q, 4, layout)
@@ -98,3 +99,10 @@ def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=Fals
     check_gate_values("gate", gate)
   if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
     raise ValueError(f"chunk_size={chunk_size!r}; expected a positive integer (1 = token recurrence)")
+  if cross and (segment_ids is None) != (key_segment_ids is None):
+    raise ValueError("cross attention takes segment_ids (the queries') and key_segment_ids (the "
+                     "keys') together: pass both, or neither")
+  if segment_ids is not None:
+    check_segment_ids("segment_ids", segment_ids, batch, q_len, contiguous=causal)
+  if key_segment_ids is not None:
+    check_segment_ids("key_segment_ids", key_segment_ids, batch, k_len, contiguous=False)

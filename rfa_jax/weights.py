@@ -12,36 +12,33 @@ non-negative (sin/cos features) but sum to 1 wherever the floor rule's denominat
 import jax.numpy as jnp
 
 from rfa_jax.normalizer import normalize
-from rfa_jax.reference import softmax_attention
+from rfa_jax.reference import decay_weights, softmax_attention, visibility
 from rfa_jax.random_features import query_key_features
 
 
 def rfa_weights(q, k, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
-                gate=None, normalizer="floor", window=None, rfa_scale=1.0):
-  """q: [B, Lq, H, d], k: [B, Lk, H, d] -> a: [B, H, Lq, Lk] float32 (arguments as in `rfa`; with
-  `window`, the window's softmax weights are added to rfa_scale times RFA's)."""
+                gate=None, normalizer="floor", window=None, rfa_scale=1.0, segment_ids=None,
+                key_segment_ids=None):
+  """q: [B, Lq, H, d], k: [B, Lk, H, d] -> a: [B, H, Lq, Lk] float32 (arguments as in `rfa`, and
+  `key_segment_ids` as in `rfa_cross`; with `window`, the window's softmax weights are added to
+  rfa_scale times RFA's)."""
   if normalizer == "rms":
     raise ValueError("normalizer='rms' scales each query's output by the numerator's own RMS, which "
                      "depends on the values: it has no attention weights of its own")
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   scores = jnp.einsum("bihf,bjhf->bhij", phi_q, phi_k)
-  q_len, k_len = q.shape[1], k.shape[1]
-  if key_mask is not None:
-    scores = jnp.where(key_mask[:, None, None, :], scores, 0.0)
-  if causal:
-    past = jnp.tril(jnp.ones((q_len, k_len), bool))
-    scores = jnp.where(past, scores, 0.0)
+  visible = visibility(q.shape[0], q.shape[1], k.shape[1], causal, key_mask, None, segment_ids,
+                       key_segment_ids)
+  scores = jnp.where(visible, scores, 0.0)
   if gate is not None:
-    log_gate = jnp.cumsum(jnp.log(jnp.moveaxis(gate.astype(jnp.float32), -1, 1)), axis=-1)  # [B, H, L]
-    gap = jnp.where(past, log_gate[..., :, None] - log_gate[..., None, :], -jnp.inf)
-    scores = scores * jnp.exp(gap) * (1 - jnp.moveaxis(gate.astype(jnp.float32), -1, 1))[..., None, :]
+    scores = scores * decay_weights(gate)
   weights = normalize(scores, jnp.sum(scores, axis=-1), normalizer)
   if window is None:
     return weights
   scale = jnp.asarray(rfa_scale, jnp.float32)
   return jnp.reshape(scale, scale.shape + (1, 1)) * weights + weights_of(
-      lambda values: softmax_attention(q, k, values, causal=causal, key_mask=key_mask, window=window),
-      k.shape)
+      lambda values: softmax_attention(q, k, values, causal=causal, key_mask=key_mask, window=window,
+                                       segment_ids=segment_ids), k.shape)
 
 
 def weights_of(attend, key_shape):

@@ -1,6 +1,7 @@
 """Exact softmax attention over a window of nearby keys, in blocks: O(L w) time and memory.
 
-Query i sees key j when i - w < j <= i (causal) or |i - j| < w (non-causal), and the key mask keeps j.
+Query i sees key j when i - w < j <= i (causal) or |i - j| < w (non-causal), the key mask keeps j and,
+with `segment_ids` ([batch, length] int, packed sequences), both carry the same id.
 Logits are `scale * q_i . k_j` (scale 1/sqrt(head_dim) by default; q and k as given, not normalised),
 softmax in float32 over the visible keys; a query that sees none outputs 0. Shapes as in
 `rfa_jax.rfa`: q, k: [batch, length, heads, head_dim], v: [batch, length, heads, value_dim].
@@ -14,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 
-def window_attention(q, k, v, *, window: int, causal: bool, key_mask=None, scale=None):
+def window_attention(q, k, v, *, window: int, causal: bool, key_mask=None, scale=None,
+                     segment_ids=None):
   """Returns [batch, length, heads, value_dim] (v's dtype); see the module docstring."""
   batch, length, heads, head_dim = q.shape
   scale = head_dim ** -0.5 if scale is None else scale
@@ -37,6 +39,9 @@ def window_attention(q, k, v, *, window: int, causal: bool, key_mask=None, scale
   gap = query_pos[:, :, None] - key_pos[:, None, :]  # [N, w, keys]: i - j
   in_window = (gap >= 0) & (gap < window) if causal else jnp.abs(gap) < window
   visible = in_window[None, :, None] & kept[:, :, None, None, :]  # [B, N, 1, w, keys]
+  if segment_ids is not None:
+    same = to_blocks(segment_ids, 0, 0)[..., :, None] == to_blocks(segment_ids, 1, after)[..., None, :]
+    visible = visible & same[:, :, None]
   logits = jnp.einsum("bnihd,bnjhd->bnhij", queries, keys, preferred_element_type=jnp.float32)
   logits = jnp.where(visible, logits * scale, -jnp.inf)
   peak = jax.lax.stop_gradient(jnp.max(logits, -1, keepdims=True))

@@ -1,0 +1,101 @@
+"""Packed sequences: several sequences (segments) in one row, told apart by `segment_ids`.
+
+`segment_ids: [batch, length]` int, 0 = padding, equal ids = one sequence, each sequence one contiguous
+run of positions (as packing lays them out). Query i attends to key j only when both carry the same
+non-zero id; a packed row gives at every real token what its segment gives alone.
+
+- Causal forms restart the state (S, z) where a sequence starts (`restarts`): a decay of exactly 0
+  across the boundary, applied as a mask, never as exp(-inf).
+- Padded queries (id 0) output 0 in every form.
+- Non-causal and cross attention sum each query's own segment (`grouped`): keys and queries are
+  sorted by (id, key before query), so that every query follows the keys of its segment; one causal
+  chunked pass that restarts where the id changes then gives each query its segment's sum. Linear in
+  length (a sort, gathers and a chunked pass over Lq + Lk tokens), never an L x L mask.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rfa_jax.causal import chunked_sums
+from rfa_jax.normalizer import normalize
+
+
+def restarts(segment_ids):
+  """[B, L] ids -> [B, L] bool: True where a sequence starts after position 0 (a non-zero id that
+  differs from the previous position's). Position 0 continues whatever state it is given; padding
+  restarts nothing (its keys add nothing, and its queries' outputs are set to 0 by `zero_padding`)."""
+  start = (segment_ids[:, 1:] != segment_ids[:, :-1]) & (segment_ids[:, 1:] != 0)
+  return jnp.concatenate([jnp.zeros_like(start[:, :1]), start], axis=1)
+
+
+def zero_padding(out, segment_ids):
+  """out: [B, L, H, dv] with the rows of padded queries (id 0) set to 0."""
+  return out if segment_ids is None else jnp.where((segment_ids != 0)[:, :, None, None], out, 0)
+
+
+def last_sequence(segment_ids):
+  """[B, L] -> [B]: the id of each row's last non-zero position (its first id when there is none)."""
+  position = jnp.arange(segment_ids.shape[1])
+  last = jnp.max(jnp.where(segment_ids != 0, position, 0), axis=1)
+  return jnp.take_along_axis(segment_ids, last[:, None], axis=1)[:, 0]
+
+
+def key_mask_of(key_mask, segment_ids):
+  """The key mask with padding (id 0) folded in: [B, L] bool, or key_mask when segment_ids is None."""
+  if segment_ids is None:
+    return key_mask
+  real = segment_ids != 0
+  return real if key_mask is None else key_mask & real
+
+
+def grouped(phi_q, query_ids, phi_k, v, key_ids, *, chunk_size, normalizer="floor"):
+  """out_i = normalize(sum_{j: id_j = id_i} phi_q_i . phi_k_j v_j, sum_{same j} phi_q_i . phi_k_j).
+
+  phi_q: [B, Lq, H, F], query_ids: [B, Lq]; phi_k: [B, Lk, H, F] (padded keys already weighted 0),
+  v: [B, Lk, H, dv], key_ids: [B, Lk]. Any layout of ids (they need not be contiguous). Returns
+  [B, Lq, H, dv] float32.
+  """
+  batch, q_len = query_ids.shape
+  k_len = key_ids.shape[1]
+  ids = jnp.concatenate([key_ids, query_ids], axis=1).astype(jnp.int32)
+  is_query = jnp.concatenate([jnp.zeros((batch, k_len), jnp.int32),
+                              jnp.ones((batch, q_len), jnp.int32)], axis=1)
+  position = jnp.broadcast_to(jnp.arange(k_len + q_len, dtype=jnp.int32), ids.shape)
+  sorted_ids, _, order = jax.lax.sort((ids, is_query, position), dimension=1, num_keys=2)
+
+  def merged(keys_part, queries_part):  # keys' rows then queries' rows, in sorted order
+    x = jnp.concatenate([keys_part, queries_part], axis=1)
+    return jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
+
+  zeros = lambda length, x: jnp.zeros((batch, length) + x.shape[2:], jnp.float32)
+  numerator, denominator, _ = chunked_sums(
+      merged(zeros(k_len, phi_q), phi_q), merged(phi_k, zeros(q_len, phi_k)),
+      merged(v.astype(jnp.float32), zeros(q_len, v)), reset=restarts(sorted_ids),
+      chunk_size=chunk_size)
+  where = jnp.argsort(order, axis=1)[:, k_len:]  # each query's place in the sorted order
+  numerator = jnp.take_along_axis(numerator, where[:, :, None, None], axis=1)
+  denominator = jnp.take_along_axis(denominator, where[:, :, None], axis=1)
+  return normalize(numerator, denominator, normalizer)
+
+
+def check_segment_ids(name, segment_ids, batch, length, *, contiguous):
+  """Shape [batch, length] and an integer dtype; with `contiguous` (causal forms), when the ids are
+  concrete, every non-zero id must occupy one run of positions."""
+  if np.shape(segment_ids) != (batch, length):
+    raise ValueError(f"{name} has shape {tuple(np.shape(segment_ids))}; expected [batch={batch}, "
+                     f"length={length}] (int, 0 = padding, equal ids = one sequence)")
+  if not jnp.issubdtype(jnp.result_type(segment_ids), jnp.integer):
+    raise ValueError(f"{name} has dtype {jnp.result_type(segment_ids)}; expected integers "
+                     "(0 = padding, equal ids = one sequence)")
+  if not contiguous or isinstance(segment_ids, jax.core.Tracer):
+    return
+  ids = np.asarray(segment_ids)
+  for row, row_ids in enumerate(ids):
+    starts = row_ids[np.r_[True, row_ids[1:] != row_ids[:-1]]]
+    starts = starts[starts != 0]
+    if starts.size != np.unique(starts).size:
+      again = next(i for i in starts if np.count_nonzero(starts == i) > 1)
+      raise ValueError(f"{name}: in batch row {row}, id {int(again)} occurs in separate runs of "
+                       "positions; a causal form restarts its state where the id changes, so each "
+                       "sequence must be one contiguous run (renumber the runs)")
