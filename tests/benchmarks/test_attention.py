@@ -85,4 +85,4 @@ def test_token_scan_limit_and_deadline_skip_measurements():
   scans = [r for r in rows if r["form"] == "rfa_causal_scan"]
   assert scans and all(r["skipped"].startswith("token scan runs to") for r in scans)
   assert all(r["skipped"] == "time budget spent" for r in rows if r not in scans)
-  assert {r["implementation"] for r in rows if r["form"].startswith("softmax")} == {"xla"}
+  assert not any("implementation" in r for r in rows)  # nothing ran
