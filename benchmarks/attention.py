@@ -302,6 +302,9 @@ def measure_softmax(form: Form, build, inputs, flops: float, args, choice: dict)
     reason = f"cuDNN failed at this shape ({row['skipped']}); XLA's ran"
     fallback = form._replace(apply=softmax(form.name.endswith("causal"), "xla"))
     row = measure(build(fallback), inputs, flops, args, softmax=True)
+  elif row.get("implementation", choice["implementation"]) != choice["implementation"]:
+    reason = (f"{choice['implementation']} was asked for; the compiled program runs "
+              f"{row['implementation']}")
   return dict(row, implementation_reason=reason)
 
 

@@ -41,7 +41,15 @@ for run in ("complete", "killed"):
   if not path.exists():
     sys.exit(f"rehearsal FAILED: {path} is missing")
   results = json.loads(path.read_text())
-  print(f"{run}: {path}: {', '.join(results.get('steps', {}))}")
-  for name, step in results.get("steps", {}).items():
-    print(f"  {name}: {step.get('status')} {step.get('reason', '')}".rstrip())
+  print(f"{run}: {path}")
+  for name, step in results["steps"].items():
+    print(f"  step {name}: {step['status']}")
+  measured = lambda rows: sum("median_s" in r or "steps_per_sec" in r for r in rows)
+  for dtype, part in results.get("kernels", {}).items():
+    print(f"  kernels {dtype}: {measured(part['rows'])} rows, {measured(part['decode'])} decoding")
+  torch = results.get("torch", {})
+  print(f"  torch: {measured(torch.get('rows', []))} rows; {torch.get('skipped', '')}")
+  print(f"  harness: {measured(results.get('harness', {}).get('rows', []))} cells; "
+        f"training: {measured(results.get('training', []))} runs")
+  print("  targets: " + "; ".join(f"({c['item']}) {c['status']}" for c in results["targets"]))
 PY
