@@ -22,6 +22,7 @@ if [[ -z "$out" ]]; then
 fi
 mkdir -p "$out"
 exec > >(tee -a "$out/gpu_check.log") 2>&1
+trap '' PIPE  # a kill ends tee too: the clean-up below must not die writing to it
 python="${PYTHON:-}"
 if [[ -z "$python" ]]; then
   if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
@@ -31,6 +32,8 @@ shopt -s nullglob
 wheels=(.whl/*.whl)
 if (( ${#wheels[@]} )); then
   site="$(mktemp -d)/site"
+  trap 'rm -rf "${site%/site}"' EXIT
+  trap 'exit 143' TERM INT
   if "$python" -m pip install --quiet --no-index --no-deps --target "$site" "${wheels[@]}"; then
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
     echo "gpu_check.sh: ${#wheels[@]} wheels from .whl/ in $site"
