@@ -20,7 +20,7 @@ from flax.nnx.nn.linear import default_kernel_init
 
 from rfa_jax.attention import decode_step, prefill, rfa, rfa_cross
 from rfa_jax.causal import DecodeState, init_decode_state
-from rfa_jax.masks import check_representable, read_mask
+from rfa_jax.masks import MaskReading, check_representable, read_mask
 from rfa_jax.normalizer import check_normalizer
 from rfa_jax.random_features import FEATURE_MAPS, feature_dim, random_projection
 from rfa_jax.reference import kernel_attention
@@ -257,9 +257,10 @@ class RFAAttention(nnx.Module):
   def __call__(self, inputs_q, inputs_k=None, inputs_v=None, *, mask=None,
                deterministic: bool | None = None, rngs=None, sow_weights: bool = False,
                decode: bool | None = None, is_causal: bool = False, out_sharding=None,
-               qkv_sharding=None):
+               qkv_sharding=None, segment_ids=None, key_segment_ids=None):
     """inputs_q: [batch, q_length, in_features]; inputs_k/v: [batch, kv_length, in_kv_features]
     (default: inputs_q, self attention). Returns [batch, q_length, out_features]."""
+    cross = inputs_k is not None and inputs_k is not inputs_q
     if inputs_k is None:
       if inputs_v is not None:
         raise ValueError("inputs_k is None but inputs_v is not: pass the keys as inputs_k (inputs_v "
@@ -283,6 +284,7 @@ class RFAAttention(nnx.Module):
     if decode and sow_weights:
       raise ValueError("sow_weights=True is not available with decode=True: the cached keys are folded "
                        "into the state and have no weights left")
+    cross = cross and not causal
     training = not self._is_deterministic(deterministic)
 
     q = self.query(inputs_q, out_sharding=qkv_sharding)
@@ -292,7 +294,11 @@ class RFAAttention(nnx.Module):
       q, k = self.query_ln(q), self.key_ln(k)
     k, v = self._repeat_kv_heads(k), self._repeat_kv_heads(v)
     gate = jax.nn.sigmoid(self.gate(inputs_k).astype(jnp.float32)) if self.gated else None
-    key_mask, representable = self._read_mask(mask, q.shape, k.shape[1], decode, causal)
+    reading = self._read_mask(mask, q.shape, k.shape[1], decode, causal, cross,
+                              explicit=segment_ids is not None or key_segment_ids is not None)
+    if segment_ids is not None or key_segment_ids is not None:
+      reading = _explicit_segments(reading, segment_ids, key_segment_ids, q.shape, k.shape, cross)
+    key_mask = reading.key_mask
     if training and self.dropout_rate > 0:
       v = self._drop_values(v, self._next_key(rngs, "dropout"))
     options = dict(feature_map=self.feature_map, sigma=self.sigma[...].astype(jnp.float32),
@@ -300,35 +306,46 @@ class RFAAttention(nnx.Module):
     if self.window is not None:
       options.update(window=self.window, rfa_scale=self.rfa_scale[...].astype(jnp.float32))
 
+    if cross and self.window is not None:
+      raise ValueError(f"window={self.window} is a band of self attention; cross attention "
+                       "(inputs_k another array than inputs_q) has none: build it with window=None")
+    segments = {} if reading.segment_ids is None else dict(segment_ids=reading.segment_ids)
+    if cross and segments:
+      segments["key_segment_ids"] = reading.key_segment_ids
+
+    projection = None
     if decode:
       projection = self.evaluation_projection()
-      out = self._decode(q, k, v, gate, key_mask, projection, options)
-    elif self.exact_kernel:
-      out = kernel_attention(q, k, v, causal=causal, key_mask=key_mask, gate=gate, **options)
+      out = self._decode(q, k, v, gate, key_mask, projection, options, reading.segment_ids)
     else:
-      projection = (self._draw_projection(self._next_key(rngs, "projection"))
-                    if training and self.redraw else self.evaluation_projection())
-      if k.shape[1] != q.shape[1]:
-        if self.window is not None:
-          raise ValueError(f"window={self.window} is a band of self attention; cross attention "
-                           "(inputs_k of another length) has none: build it with window=None")
-        out = rfa_cross(q, k, v, projection, key_mask=key_mask, **options)
-      else:
-        out = rfa(q, k, v, projection, causal=causal, key_mask=key_mask, gate=gate,
-                  chunk_size=self.chunk_size, **options)
+      if not self.exact_kernel:
+        projection = (self._draw_projection(self._next_key(rngs, "projection"))
+                      if training and self.redraw else self.evaluation_projection())
+
+      def attend(segments):
+        if self.exact_kernel:
+          return kernel_attention(q, k, v, causal=causal, key_mask=key_mask, gate=gate, **segments,
+                                  **options)
+        if cross or k.shape[1] != q.shape[1]:
+          return rfa_cross(q, k, v, projection, key_mask=key_mask, **segments, **options)
+        return rfa(q, k, v, projection, causal=causal, key_mask=key_mask, gate=gate,
+                   chunk_size=self.chunk_size, **segments, **options)
+
+      out = _unpacked_where_possible(attend, segments, reading.packed)
     if sow_weights:
-      self.sow(nnx.Intermediate, "attention_weights", self._weights(
-          q, k, causal, key_mask, gate, options, None if self.exact_kernel else projection))
-    if representable is not None:
-      out = jnp.where(representable[:, None, None, None], out, jnp.nan)
+      self.sow(nnx.Intermediate, "attention_weights",
+               self._weights(q, k, causal, key_mask, gate, options, projection, segments))
+    if reading.representable is not None:
+      out = jnp.where(reading.representable[:, None, None, None], out, jnp.nan)
     return self.out(out, out_sharding=out_sharding)
 
-  def _weights(self, q, k, causal, key_mask, gate, options, projection):
+  def _weights(self, q, k, causal, key_mask, gate, options, projection, segments):
     """The implicit attention weights a [B, H, Lq, Lk] of this call (out = a v)."""
     if projection is not None:
-      return rfa_weights(q, k, projection, causal=causal, key_mask=key_mask, gate=gate, **options)
+      return rfa_weights(q, k, projection, causal=causal, key_mask=key_mask, gate=gate, **segments,
+                         **options)
     return weights_of(lambda values: kernel_attention(q, k, values, causal=causal, key_mask=key_mask,
-                                                      gate=gate, **options), k.shape)
+                                                      gate=gate, **segments, **options), k.shape)
 
   def _is_deterministic(self, deterministic):
     value = _first(deterministic, self.deterministic, None)
@@ -342,14 +359,18 @@ class RFAAttention(nnx.Module):
     group = self.num_heads // self.num_kv_heads
     return x if group == 1 else jnp.repeat(x, group, axis=2)
 
-  def _read_mask(self, mask, q_shape, kv_len, decode, causal):
+  def _read_mask(self, mask, q_shape, kv_len, decode, causal, cross, explicit):
+    """The mask's key padding and segments (`rfa_jax.masks`); with explicit segment ids, only its
+    key padding (its pattern is not checked)."""
     if decode and mask is not None and self.cache_length is not None:
       if np.shape(mask)[-1] == self.cache_length != kv_len:  # MHA decode convention: whole cache
         mask = jax.lax.dynamic_slice_in_dim(jnp.asarray(mask), self.cache_index[...], kv_len, axis=-1)
     shapes = dict(batch=q_shape[0], num_heads=self.num_heads, q_len=q_shape[1], kv_len=kv_len)
-    key_mask, representable = read_mask(mask, causal=causal, **shapes)
-    check_representable(mask, representable, causal=causal, **shapes)
-    return key_mask, representable
+    reading = read_mask(mask, causal=causal, cross=cross, **shapes)
+    if explicit:
+      return MaskReading(reading.key_mask)
+    check_representable(mask, reading.representable, causal=causal, cross=cross, **shapes)
+    return reading
 
   def _drop_values(self, v, key):
     """v_j -> v_j m_j / (1 - p): whole key/value rows leave the numerator (see module docstring)."""
@@ -379,8 +400,9 @@ class RFAAttention(nnx.Module):
                      "it with keep_rngs=True and an nnx.Rngs with a 'projection', 'dropout' or "
                      "'default' stream, or set redraw=False / deterministic=True")
 
-  def _decode(self, q, k, v, gate, key_mask, projection, options):
-    """Continues the cached state over the given tokens (one token: `decode_step`)."""
+  def _decode(self, q, k, v, gate, key_mask, projection, options, segment_ids):
+    """Continues the cached state over the given tokens (one token: `decode_step`); with segment ids
+    the block's first sequence continues it and later ones restart it (`rfa_jax.prefill`)."""
     if self.cached_s is None:
       raise ValueError("decode=True needs a cache: call init_cache((batch, max_length, features)) or "
                        "nnx.view(model, decode=True, batch_size=..., max_length=...) first")
@@ -390,13 +412,13 @@ class RFAAttention(nnx.Module):
     window = (None if self.window is None else
               [self.cached_window_k[...], self.cached_window_v[...], self.cached_window_kept[...]])
     state = DecodeState(self.cached_s[...], self.cached_z[...], *(window or ()))
-    if q.shape[1] == 1 and key_mask is None:
+    if q.shape[1] == 1 and key_mask is None and segment_ids is None:
       state, out = decode_step(state, q[:, 0], k[:, 0], v[:, 0], projection,
                                gate_t=None if gate is None else gate[:, 0], **options)
       out = out[:, None]
     else:
       state, out = prefill(state, q, k, v, projection, key_mask=key_mask, gate=gate,
-                           chunk_size=self.chunk_size, **options)
+                           chunk_size=self.chunk_size, segment_ids=segment_ids, **options)
     self.cached_s[...], self.cached_z[...] = state.s, state.z
     if self.window is not None:
       self.cached_window_k[...], self.cached_window_v[...] = state.window_k, state.window_v
@@ -423,6 +445,35 @@ def _stored_stream(rngs: nnx.Rngs):
     if name in rngs:
       return rngs[name].fork()
   return None
+
+
+def _explicit_segments(reading, segment_ids, key_segment_ids, q_shape, k_shape, cross):
+  """The reading with the call's `segment_ids=` (and `key_segment_ids=`, cross attention)."""
+  if segment_ids is None:
+    raise ValueError("key_segment_ids= needs segment_ids= (the queries' ids) as well")
+  if cross and key_segment_ids is None:
+    raise ValueError("cross attention takes segment_ids= (the queries') and key_segment_ids= (the "
+                     "keys'): pass both")
+  if not cross and key_segment_ids is not None:
+    raise ValueError("key_segment_ids= is for cross attention; self attention takes segment_ids= "
+                     "alone (the ids of its queries and keys)")
+  for name, ids, shape in (("segment_ids", segment_ids, q_shape), ("key_segment_ids", key_segment_ids,
+                                                                   k_shape)):
+    if ids is not None and np.shape(ids) != shape[:2]:
+      raise ValueError(f"{name} has shape {np.shape(ids)}; expected [batch={shape[0]}, "
+                       f"length={shape[1]}] (int, 0 = padding, equal ids = one sequence)")
+  return reading._replace(segment_ids=jnp.asarray(segment_ids),
+                          key_segment_ids=None if key_segment_ids is None else jnp.asarray(key_segment_ids))
+
+
+def _unpacked_where_possible(attend, segments, packed):
+  """attend(segments), or attend({}) (RFA's unpacked forms) when the mask's segments are one sequence
+  per row: decided in Python for a concrete mask, by `lax.cond` for a traced one."""
+  if not segments or packed is None:
+    return attend(segments)
+  if not isinstance(packed, jax.core.Tracer):
+    return attend(segments) if np.any(packed) else attend({})
+  return jax.lax.cond(jnp.any(packed), lambda: attend(segments), lambda: attend({}))
 
 
 def _first(*values):
