@@ -387,7 +387,7 @@ def training_step(out: pathlib.Path, results: dict, attention: str, workdir: pat
 def run_step(name: str, out: pathlib.Path, quick: bool, deadline: float, scratch: str):
   """One step in this process (the child's side of `launch`)."""
   results = load(out)
-  if name == "torch_targets" or name == "torch_rest":
+  if name in ("torch_targets", "torch_rest"):
     torch_step(out, results, name == "torch_targets", deadline)
   elif name == "kernel_targets":
     machine_step(out, results, quick)
