@@ -76,7 +76,7 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
     reset = None if segment_ids is None else restarts(segment_ids)
     out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, None, normalizer, reset)
   elif segment_ids is not None:
-    out = grouped(phi_q, segment_ids, phi_k, v, segment_ids,
+    out = grouped(phi_q, segment_ids, phi_k, v, segment_ids, key_weight,
                   chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer)
   else:
     out = _noncausal(phi_q, phi_k, v, key_weight, normalizer)
@@ -186,8 +186,8 @@ def rfa_cross(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mas
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   if segment_ids is None:
     return _noncausal(phi_q, phi_k, v, key_weight, normalizer).astype(v.dtype)
-  out = grouped(phi_q, segment_ids, phi_k, v, key_segment_ids, chunk_size=DEFAULT_CHUNK_SIZE,
-                normalizer=normalizer)
+  out = grouped(phi_q, segment_ids, phi_k, v, key_segment_ids, key_weight,
+                chunk_size=DEFAULT_CHUNK_SIZE, normalizer=normalizer)
   return zero_padding(out, segment_ids).astype(v.dtype)
 
 

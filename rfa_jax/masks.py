@@ -19,7 +19,8 @@ lets each query see, is read on its first head as:
   id that of the first query that sees it; in self attention a position's id is its key's id, else
   its query's. Every query of one sequence sees that sequence's first key first, so a sequence gets
   one id; ids need not be contiguous;
-- representable when every query row either is all False (a padded query: its output is unspecified,
+- representable when (causal: every sequence is one run of positions, padding aside, and) every
+  query row either is all False (a padded query: its output is unspecified,
   as with softmax attention, which averages all keys there) or equals "kept keys with the query's id"
   (and j <= i when causal). A mask with one row for all queries, `[batch|1, heads|1, 1, kv_len]`, and
   `[batch, kv_len]` masks are key padding masks and have no segments.
@@ -33,6 +34,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rfa_jax.segments import one_run_each
 
 ACCEPTED = ("[batch, kv_len] or [batch|1, heads|1, q_len|1, kv_len] (True = may attend, as built by "
             "nnx.make_attention_mask / make_causal_mask / combine_masks)")
@@ -79,6 +82,8 @@ def read_mask(mask, *, batch, num_heads, q_len, kv_len, causal, cross=False) -> 
     expected = expected & _past(q_len, kv_len)
   padded_query = ~jnp.any(visible, axis=-1, keepdims=True)
   representable = jnp.all(padded_query | (visible == expected[:, None]), axis=(1, 2, 3))
+  if causal:  # the causal forms restart where a new id starts
+    representable = representable & one_run_each(query_ids)
   packed = _several(query_ids) | _several(key_ids)
   return MaskReading(broadcast(key_mask), broadcast(query_ids),
                      broadcast(key_ids) if cross else None, broadcast(packed), broadcast(representable))

@@ -22,11 +22,25 @@ from rfa_jax.normalizer import normalize
 
 
 def restarts(segment_ids):
-  """[B, L] ids -> [B, L] bool: True where a sequence starts after position 0 (a non-zero id that
-  differs from the previous position's). Position 0 continues whatever state it is given; padding
-  restarts nothing (its keys add nothing, and its queries' outputs are set to 0 by `zero_padding`)."""
-  start = (segment_ids[:, 1:] != segment_ids[:, :-1]) & (segment_ids[:, 1:] != 0)
-  return jnp.concatenate([jnp.zeros_like(start[:, :1]), start], axis=1)
+  """[B, L] ids -> [B, L] bool: True where a sequence starts after an earlier one, i.e. a non-zero id
+  that differs from the last non-zero id before it. Padding (id 0) restarts nothing: its keys add
+  nothing and its queries' outputs are set to 0 (`zero_padding`), so a sequence may hold padding. The
+  first sequence of a row continues whatever state it is given."""
+  position = jnp.arange(segment_ids.shape[1])
+  last_real = jax.lax.cummax(jnp.where(segment_ids != 0, position, -1), axis=1)  # at or before i
+  before = jnp.concatenate([jnp.full_like(last_real[:, :1], -1), last_real[:, :-1]], axis=1)
+  previous = jnp.take_along_axis(segment_ids, jnp.maximum(before, 0), axis=1)
+  return (segment_ids != 0) & (before >= 0) & (segment_ids != previous)
+
+
+def one_run_each(segment_ids):
+  """[B, L] -> [B] bool: every non-zero id occupies one run of positions (padding aside), as the
+  causal forms need: the number of runs (`restarts` + 1) equals the number of distinct ids."""
+  real = segment_ids != 0
+  runs = jnp.sum(restarts(segment_ids), axis=1) + jnp.any(real, axis=1)
+  ordered = jnp.sort(segment_ids, axis=1)
+  distinct = jnp.sum((ordered[:, 1:] != ordered[:, :-1]) & (ordered[:, 1:] != 0), axis=1)
+  return runs == distinct + (ordered[:, 0] != 0)
 
 
 def zero_padding(out, segment_ids):
@@ -49,13 +63,15 @@ def key_mask_of(key_mask, segment_ids):
   return real if key_mask is None else key_mask & real
 
 
-def grouped(phi_q, query_ids, phi_k, v, key_ids, *, chunk_size, normalizer="floor"):
+def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size, normalizer="floor"):
   """out_i = normalize(sum_{j: id_j = id_i} phi_q_i . phi_k_j v_j, sum_{same j} phi_q_i . phi_k_j).
 
-  phi_q: [B, Lq, H, F], query_ids: [B, Lq]; phi_k: [B, Lk, H, F] (padded keys already weighted 0),
-  v: [B, Lk, H, dv], key_ids: [B, Lk]. Any layout of ids (they need not be contiguous). Returns
-  [B, Lq, H, dv] float32.
+  phi_q: [B, Lq, H, F], query_ids: [B, Lq]; phi_k: [B, Lk, H, F], v: [B, Lk, H, dv], key_ids: [B, Lk],
+  key_weight: [B, Lk, H] or None (0 for padded keys). Any layout of ids (they need not be
+  contiguous). Returns [B, Lq, H, dv] float32.
   """
+  if key_weight is not None:
+    phi_k = phi_k * key_weight[..., None]
   batch, q_len = query_ids.shape
   k_len = key_ids.shape[1]
   ids = jnp.concatenate([key_ids, query_ids], axis=1).astype(jnp.int32)
@@ -90,12 +106,10 @@ def check_segment_ids(name, segment_ids, batch, length, *, contiguous):
                      "(0 = padding, equal ids = one sequence)")
   if not contiguous or isinstance(segment_ids, jax.core.Tracer):
     return
-  ids = np.asarray(segment_ids)
-  for row, row_ids in enumerate(ids):
-    starts = row_ids[np.r_[True, row_ids[1:] != row_ids[:-1]]]
-    starts = starts[starts != 0]
-    if starts.size != np.unique(starts).size:
-      again = next(i for i in starts if np.count_nonzero(starts == i) > 1)
-      raise ValueError(f"{name}: in batch row {row}, id {int(again)} occurs in separate runs of "
-                       "positions; a causal form restarts its state where the id changes, so each "
-                       "sequence must be one contiguous run (renumber the runs)")
+  with jax.ensure_compile_time_eval():  # concrete ids give concrete answers inside jit too
+    bad = np.flatnonzero(~np.asarray(one_run_each(jnp.asarray(segment_ids))))
+  if bad.size:
+    raise ValueError(f"{name}: in batch row {int(bad[0])} an id occurs in separate runs of positions "
+                     "(another id between them); a causal form restarts its state where a new id "
+                     "starts, so each sequence must be one run (padding may sit inside it): renumber "
+                     "the runs")

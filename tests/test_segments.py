@@ -16,7 +16,11 @@ PACKED = np.array([[1, 1, 1, 1, 1, 2, 3, 3, 3, 3, 0, 0, 0],
                    [7, 7, 7, 7, 7, 7, 7, 7, 7, 0, 0, 0, 0]], np.int32)
 ONE_SEQUENCE = np.full((B, L), 4, np.int32)
 ALL_PADDING = np.array([[1] * L, [0] * L], np.int32)
-LAYOUTS = {"packed": PACKED, "one_sequence": ONE_SEQUENCE, "all_padding": ALL_PADDING}
+# Padding inside sequences and before the first one (a padded key restarts nothing).
+PADDING_INSIDE = np.array([[1, 1, 0, 1, 1, 2, 2, 0, 3, 3, 3, 0, 0],
+                           [0, 0, 5, 5, 5, 0, 5, 5, 5, 5, 0, 6, 6]], np.int32)
+LAYOUTS = {"packed": PACKED, "one_sequence": ONE_SEQUENCE, "all_padding": ALL_PADDING,
+           "padding_inside": PADDING_INSIDE}
 
 
 def _inputs(seed=0, length=L):
@@ -152,7 +156,7 @@ def test_bad_segment_ids_are_refused():
     rfa_jax.rfa(q, k, v, projection, segment_ids=PACKED.astype(np.float32))
   split = PACKED.copy()
   split[0, 7] = 1  # id 1 again after id 3
-  with pytest.raises(ValueError, match="id 1 occurs in separate runs"):
+  with pytest.raises(ValueError, match="row 0 an id occurs in separate runs"):
     rfa_jax.rfa(q, k, v, projection, causal=True, segment_ids=split)
   with pytest.raises(ValueError, match="key_segment_ids"):
     rfa_jax.rfa_cross(q, k, v, projection, segment_ids=PACKED)
