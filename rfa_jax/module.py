@@ -93,21 +93,30 @@ class RFAAttention(nnx.Module):
       control. Not with decode=True.
 
   Call: `module(inputs_q, inputs_k=None, inputs_v=None, *, mask=None, deterministic=None, rngs=None,
-  sow_weights=False, decode=None, is_causal=False, out_sharding=None, qkv_sharding=None)`, with
-  inputs_q: [batch, q_length, in_features] and inputs_k/v: [batch, kv_length, in_kv_features]
-  (default inputs_q), returning [batch, q_length, out_features].
+  sow_weights=False, decode=None, is_causal=False, out_sharding=None, qkv_sharding=None,
+  segment_ids=None, key_segment_ids=None)`, with inputs_q: [batch, q_length, in_features] and
+  inputs_k/v: [batch, kv_length, in_kv_features] (default inputs_q: self attention; cross attention
+  when inputs_k is another array), returning [batch, q_length, out_features].
     mask: `[batch, kv_len]` key padding, or `[batch|1, heads|1, q_len|1, kv_len]` as
-      `nnx.make_attention_mask` / `make_causal_mask` / `combine_masks` build them. RFA takes the key
-      padding from it (key j kept when some query may see it) and causality from `causal` /
-      `is_causal`. A mask that is more than key padding (AND causality when causal), apart from
-      all-False rows of padded queries, raises ValueError when concrete; traced (inside jit), the
-      output of each batch element whose mask RFA cannot apply is NaN. In decoding, a mask over the
-      new tokens or MHA's `[batch, 1, 1, max_length]` form (columns cache_index.. are read).
+      `nnx.make_attention_mask` / `make_causal_mask` / `combine_masks` build them. RFA takes causality
+      from `causal` / `is_causal`, and from the mask the key padding (key j kept when some query may
+      see it) and packed sequences: block-diagonal same-segment masks as Flax's lm1b and wmt examples
+      build them (the rule: `rfa_jax.masks`). A mask RFA cannot apply (other per-query or per-head
+      patterns) raises ValueError when concrete; traced (inside jit), the output of each batch element
+      whose mask RFA cannot apply is NaN. Rows holding one sequence run RFA's unpacked forms (under jit
+      chosen by `lax.cond`). In decoding, a mask over the new tokens or MHA's
+      `[batch, 1, 1, max_length]` form (columns cache_index.. are read).
+    segment_ids: [batch, q_length] int (0 = padding, equal ids = one sequence), the packed sequences
+      of the queries (and, in self attention, of the keys), as MaxText's decoder_segment_ids; wins
+      over the mask, of which only the key padding is then read. key_segment_ids: [batch, kv_length],
+      the keys' ids in cross attention (with segment_ids). Padded queries output 0.
     sow_weights: sow the implicit weights a_ij (`rfa_jax.weights.rfa_weights`, out = a v, before
       dropout) as 'attention_weights' in nnx.Intermediate; read them with
       `nnx.capture(module, nnx.Intermediate)`. Quadratic memory; not with decode=True.
     decode: one token or several (a prompt, or a training segment through which gradients flow)
-      continue the cached state (S, z) with the fixed projection.
+      continue the cached state (S, z) with the fixed projection. A packed block (a segment mask or
+      segment_ids) continues the cache with its first sequence, restarts it at every later one, and
+      leaves the last sequence's state in the cache: decoding continues that sequence.
   """
 
   def __init__(self, num_heads: int, in_features: int, qkv_features: int | None = None,
