@@ -4,7 +4,8 @@
 `max_length` is the segment length. `task_options.source`: "stdlib" (the running Python's standard
 library sources, offline), "enwik8" / "text8" (`<data_dir>/enwik8[.zip]`, `<data_dir>/text8[.zip]`) or
 "files" (`task_options.files`, comma-separated UTF-8 text paths). `task_options.stateful=True` (RFA
-only) carries each layer's attention state from a segment to the next (see `lra.train`).
+only) carries each layer's attention state from a segment to the next (see `lra.train`);
+`task_options.pack_documents=True` keeps attention within each document (file) of a segment.
 RFA options under `model.attention_options` include `gated` (recency gate) and `chunk_size`.
 """
 
@@ -53,6 +54,9 @@ def get_config(arg=None):
   # Stateful training: each row reads this many consecutive segments, then jumps to a random place
   # (reset); 0: one contiguous stream per row through the whole split.
   config.task_options.stream_segments = 0
+  # Pack documents: each file of the stdlib / files corpus one document; attention and positions
+  # restart at every document (softmax and RFA).
+  config.task_options.pack_documents = False
   name, *presets = (arg or config.attention).split(",")
   rfa_presets = [preset for preset in presets if preset in RFA_ONLY]
   if rfa_presets and not name.startswith("rfa_"):

@@ -7,7 +7,9 @@ Every mechanism is an `nnx.Module` built as
 
 and called as `module(x, mask)` with `x: [batch, length, emb_dim]` and `mask: [batch, length]` bool
 (False = padding), returning `[batch, length, emb_dim]`. Values at padded positions must not change the
-outputs at valid positions. `dtype` ("float32" | "bfloat16") is the dtype of activations and matrix
+outputs at valid positions. Rows that pack several sequences add `segment_ids=` ([batch, length] int,
+0 = padding, equal ids = one sequence): a query attends only within its sequence. The mechanisms in
+`PACKS` take it; the others raise ValueError when given it. `dtype` ("float32" | "bfloat16") is the dtype of activations and matrix
 product inputs; parameters stay float32, and logits, softmax weights, feature sums and recurrent states
 are float32 in every mechanism.
 """
@@ -24,6 +26,7 @@ from lra.baselines import (bigbird, linear, linformer, local, longformer, nystro
                            reformer, sinkhorn, sliding_window, softmax, sparse, synthesizer)
 
 DTYPES = ("float32", "bfloat16")
+PACKS = ("rfa_arccos", "rfa_gaussian", "softmax")  # the mechanisms that take segment_ids
 
 _MECHANISMS: dict[str, Callable[..., nnx.Module]] = {
     "softmax": softmax.SoftmaxAttention,

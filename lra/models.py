@@ -44,8 +44,9 @@ class EncoderBlock(nnx.Module):
     self.mlp_out = nnx.Linear(mlp_dim, emb_dim, **precision)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
-  def __call__(self, x, mask):
-    x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+  def __call__(self, x, mask, segment_ids=None):
+    packed = {} if segment_ids is None else dict(segment_ids=segment_ids)
+    x = x + self.dropout(self.attention(self.attention_norm(x), mask, **packed))
     hidden = self.dropout(jax.nn.gelu(self.mlp_in(self.mlp_norm(x))))
     return x + self.dropout(self.mlp_out(hidden))
 
@@ -55,7 +56,8 @@ class Encoder(nnx.Module):
   pooling="none" every position [B, L, emb_dim] (mask may then be None: no padding).
 
   Token t of the input, counted from `offset`, gets position (offset + t) mod max_length: a table of
-  max_length positions repeats along longer inputs.
+  max_length positions repeats along longer inputs. Packed rows give `segment_ids` [B, L] (attention
+  within each sequence; `lra.attention`) and `positions` [B, L] (each token's own) instead.
   """
 
   def __init__(self, *, vocab_size, max_length, num_layers, emb_dim, num_heads, qkv_dim, mlp_dim,
@@ -82,15 +84,19 @@ class Encoder(nnx.Module):
         for _ in range(num_layers)])
     self.final_norm = nnx.LayerNorm(emb_dim, dtype=self.dtype, param_dtype=jnp.float32, rngs=rngs)
 
-  def __call__(self, tokens, mask, offset=0):
+  def __call__(self, tokens, mask, offset=0, *, segment_ids=None, positions=None):
     x = self.embed(tokens)
     if self.cls is not None:
       cls = jnp.broadcast_to(self.cls[...].astype(x.dtype), (x.shape[0], 1, x.shape[2]))
       x = jnp.concatenate([cls, x], 1)
       mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], 1)
-    x = self.dropout(x + self.position_table(x.shape[1], offset).astype(x.dtype))
+    if positions is None:
+      x = x + self.position_table(x.shape[1], offset).astype(x.dtype)
+    else:
+      x = x + jnp.take(self.positions[...], positions % self.positions.shape[0], axis=0).astype(x.dtype)
+    x = self.dropout(x)
     for block in self.blocks:
-      x = block(x, mask)
+      x = block(x, mask, segment_ids)
     x = self.final_norm(x)
     if self.pooling == "none":
       return x
@@ -163,6 +169,8 @@ class LanguageModel(nnx.Module):
   position t mod max_length, so segments read one after another (stateful training and evaluation,
   generation) each restart the positions, and the attention state carried across them (RFA's S, z)
   is the only context beyond a segment; one causal pass over a whole stream gives the same outputs.
+  Batches of packed documents (`segment_ids`, `positions`; `lra.data.lm`) attend within each
+  document, with positions counted from its start.
 
   Decoding: `init_cache(batch_size, length)` creates every layer's decode cache (RFA: its
   constant-size state; softmax: keys and values of `length` positions) and switches the attention to
@@ -178,7 +186,8 @@ class LanguageModel(nnx.Module):
                            param_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, batch, offset=0):
-    return self.head(self.encoder(batch["inputs"], None, offset))
+    packed = {key: batch[key] for key in ("segment_ids", "positions") if key in batch}
+    return self.head(self.encoder(batch["inputs"], None, offset, **packed))
 
   def decoders(self) -> list[nnx.Module]:
     """The module holding the decode cache of each block's attention (the first submodule with an

@@ -21,7 +21,8 @@ import rfa_jax
 
 
 class RFASelfAttention(nnx.Module):
-  """Self attention `module(x, mask)` over `RFAAttention`; x: [B, L, emb_dim], mask: [B, L] bool."""
+  """Self attention `module(x, mask, segment_ids=None)` over `RFAAttention`; x: [B, L, emb_dim],
+  mask: [B, L] bool, segment_ids: [B, L] int (packed sequences) or None."""
 
   def __init__(self, *, emb_dim, num_heads, qkv_dim, max_length, rngs, causal=False,
                num_features=64, feature_map="gaussian", chunk_size=None, gated=False, redraw=True,
@@ -36,8 +37,8 @@ class RFASelfAttention(nnx.Module):
         gate_bias_init=gate_bias_init, dtype=dtype,
         param_dtype=jnp.float32, rngs=rngs)
 
-  def __call__(self, x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-    return self.attention(x, mask=mask)
+  def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, segment_ids=None) -> jnp.ndarray:
+    return self.attention(x, mask=mask, segment_ids=segment_ids)
 
 
 # The registry's entries: the same module with the paper's two feature maps as defaults.

@@ -36,7 +36,7 @@ from ml_collections import config_flags
 
 import rfa_jax
 from lra import data as lra_data
-from lra import models, parallelism, run_record
+from lra import attention, models, parallelism, run_record
 from lra.checkpoints import Checkpoints
 from lra.data import listops, lm, pipeline
 from lra.metrics import MetricsWriter
@@ -233,6 +233,10 @@ def init_training(config, mesh, **model_args):
   rng stream counters, random projections, fixed position tables), and for stateful LM training
   carry (every layer's decode cache, [batch_size, ...] per leaf, sharded along the batch axis).
   """
+  if config.task == "lm" and config.task_options.get("pack_documents") and \
+      config.attention not in attention.PACKS:
+    raise ValueError(f"task_options.pack_documents=True keeps attention within each document, which "
+                     f"attention {config.attention!r} cannot; use one of {attention.PACKS}")
   model = build_model(config, rngs=model_rngs(config.seed), **model_args)
   stateful = is_stateful(config)
   if stateful:

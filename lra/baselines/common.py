@@ -47,12 +47,17 @@ class Attention(nnx.Module):
     self.out = nnx.LinearGeneral((num_heads, self.head_dim), emb_dim, axis=(-2, -1), dtype=dtype,
                                  param_dtype=jnp.float32, rngs=rngs)
 
-  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-    """x: [B, L, emb_dim], mask: [B, L] bool (False = padding) or None (no padding)
-    -> [B, L, emb_dim]."""
+  def __call__(self, x: jax.Array, mask: jax.Array, segment_ids=None) -> jax.Array:
+    """x: [B, L, emb_dim], mask: [B, L] bool (False = padding) or None (no padding), segment_ids:
+    [B, L] int (packed sequences; mechanisms with `attend_within` only) -> [B, L, emb_dim]."""
+    if segment_ids is not None and not hasattr(self, "attend_within"):
+      raise ValueError(f"{type(self).__name__} cannot keep attention within packed sequences "
+                       "(segment_ids); use softmax or RFA, or unpacked batches")
     q, k, v = (getattr(self, name)(x) if name in self.projections else None
                for name in ("query", "key", "value"))
     mask = jnp.ones(x.shape[:2], bool) if mask is None else mask.astype(bool)
+    if segment_ids is not None:
+      return self.out(self.attend_within(q, k, v, mask, segment_ids))
     return self.out(self.attend(q, k, v, mask))
 
   def attend(self, q, k, v, mask):

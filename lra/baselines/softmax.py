@@ -29,6 +29,16 @@ class SoftmaxAttention(Attention):
   def attend(self, q, k, v, mask):
     return fused_attention(q, k, v, mask, self.causal)
 
+  def attend_within(self, q, k, v, mask, segment_ids):
+    """Packed sequences: query i sees key j only when segment_ids_i == segment_ids_j != 0 (XLA's
+    attention with the [L, L] block-diagonal mask); a query that sees no key outputs 0."""
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    visible = same & (mask & (segment_ids != 0))[:, None, :]
+    if self.causal:
+      visible = visible & jnp.tril(jnp.ones(visible.shape[1:], bool))
+    out = jax.nn.dot_product_attention(q, k, v, mask=visible[:, None], implementation="xla")
+    return jnp.where(jnp.any(visible, -1)[:, :, None, None], out, 0).astype(v.dtype)
+
   def init_cache(self, input_shape, dtype=jnp.float32):
     """Zero keys and values [batch, heads, slots, head_dim] in `dtype`, cache_index 0; slots is
     max_length rounded up to a multiple of the block the decoding loop reads."""
@@ -44,9 +54,11 @@ class SoftmaxAttention(Attention):
     self.cache_index = nnx.Cache(jnp.array(0, jnp.int32))
     self.cache_block = block
 
-  def __call__(self, x, mask):
+  def __call__(self, x, mask, segment_ids=None):
     if not self.decode:
-      return super().__call__(x, mask)
+      return super().__call__(x, mask, segment_ids)
+    if segment_ids is not None:
+      raise ValueError("decode=True takes segment_ids=None: the cache holds one sequence per row")
     if mask is not None:
       raise ValueError("decode=True takes mask=None: the cache holds no padding")
     if getattr(self, "cache_index", None) is None:

@@ -19,7 +19,14 @@ Batches (`make_lm_batches`) are dicts of numpy arrays, for segment length L and 
   targets int32   [B, L]  the next byte of each input (segments of L + 1 bytes, overlapping by one),
   weights float32 [B, L]  1 where the target is a real byte, 0 where it pads,
   reset   bool    [B]     True where the row does not continue the text of the row's previous batch,
-                          so a model carrying state across batches must start it from zero.
+                          so a model carrying state across batches must start it from zero,
+and, when documents are packed (`pack_documents`: each file of the stdlib or files corpus one
+document), so that attention never crosses a document boundary:
+  segment_ids int32 [B, L]  1, 2, ... for the documents of a row's inputs in order, 0 where it pads,
+  positions   int32 [B, L]  each input's position in its document, counted from the segment's start
+                            for a document that began before it.
+The targets stay the same (the byte after a document's last one is predicted from that document
+alone), so packed and unpacked runs predict the same bytes and their bits per byte compare.
 Padding positions hold byte 0 in inputs and targets; only `weights` marks them. Within a split, the
 first byte is context only; evaluation predicts each of the other N - 1 bytes exactly once and drops
 none (the final partial segments and rows are padded with weights 0).
@@ -56,9 +63,12 @@ _CHUNK = 1 << 22
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-  """`splits`: "train", "validation", "test" -> uint8 [N_split]; `data`: provenance (JSON-able)."""
+  """`splits`: "train", "validation", "test" -> uint8 [N_split]; `data`: provenance (JSON-able);
+  `documents`: split -> int64 [D] the start offsets of its documents (the first 0; a document cut by
+  a split boundary continues as the next split's first), or None for a corpus without documents."""
   splits: dict
   data: dict
+  documents: dict | None = None
 
 
 def split_bounds(size: int) -> dict[str, tuple[int, int]]:
@@ -77,8 +87,9 @@ def _sha256(stream: np.ndarray) -> str:
   return digest.hexdigest()
 
 
-def _corpus(stream: np.ndarray, data: dict, name: str) -> Corpus:
-  """Splits `stream` by `split_bounds`; every split must hold at least two bytes (one target)."""
+def _corpus(stream: np.ndarray, data: dict, name: str, document_sizes=None) -> Corpus:
+  """Splits `stream` by `split_bounds`; every split must hold at least two bytes (one target).
+  `document_sizes`: the bytes of each document of the stream in order (files), or None."""
   bounds = split_bounds(len(stream))
   short = [split for split, (start, stop) in bounds.items() if stop - start < 2]
   if short:
@@ -86,7 +97,13 @@ def _corpus(stream: np.ndarray, data: dict, name: str) -> Corpus:
                      f"two bytes in every split ({short} would have fewer); give at least 40 bytes")
   data = {**data, "bytes": int(len(stream)), "sha256": _sha256(stream),
           "splits": {split: list(bound) for split, bound in bounds.items()}}
-  return Corpus({split: stream[start:stop] for split, (start, stop) in bounds.items()}, data)
+  documents = None
+  if document_sizes is not None:
+    starts = np.cumsum([0] + list(document_sizes[:-1]), dtype=np.int64)
+    documents = {split: np.concatenate([[0], starts[(starts > start) & (starts < stop)] - start])
+                 for split, (start, stop) in bounds.items()}
+  return Corpus({split: stream[start:stop] for split, (start, stop) in bounds.items()}, data,
+                documents)
 
 
 def stdlib_files(stdlib_dir) -> list[str]:
@@ -124,7 +141,7 @@ def read_stdlib(stdlib_dir=None) -> Corpus:
   data = {"source": "stdlib", "python_version": platform.python_version(),
           "python_implementation": sys.implementation.name, "stdlib_dir": stdlib_dir,
           "num_files": len(paths)}
-  return _corpus(stream, data, f"the standard library at {stdlib_dir}")
+  return _corpus(stream, data, f"the standard library at {stdlib_dir}", [len(p) for p in pieces])
 
 
 def _read_standard(data_dir, name: str) -> tuple[np.ndarray, str]:
@@ -200,7 +217,8 @@ def read_files(files: str | Sequence[str]) -> Corpus:
     records.append({"path": os.path.abspath(path), "bytes": len(content),
                     "sha256": hashlib.sha256(content).hexdigest()})
   stream = np.frombuffer(b"".join(pieces), np.uint8)
-  return _corpus(stream, {"source": "files", "files": records}, f"files={files!r}")
+  return _corpus(stream, {"source": "files", "files": records}, f"files={files!r}",
+                 [len(p) for p in pieces])
 
 
 def read_corpus(source: str = "stdlib", *, data_dir=None,
@@ -237,8 +255,12 @@ class LMBatches:
   """
 
   def __init__(self, stream: np.ndarray, *, global_batch_size: int, segment_length: int, mode: str,
-               seed: int, process_index: int, process_count: int, stream_segments: int = 0):
+               seed: int, process_index: int, process_count: int, stream_segments: int = 0,
+               document_starts=None):
     sources.check_choice("mode", mode, MODES)
+    if document_starts is not None and mode not in ("random", "eval"):
+      raise ValueError(f"packed documents (document_starts) are read in modes 'random' and 'eval', "
+                       f"not {mode!r}: stateful streams carry attention state across documents")
     if segment_length < 1 or global_batch_size < 1:
       raise ValueError(f"segment_length={segment_length}, global_batch_size={global_batch_size}; "
                        "both must be positive")
@@ -251,6 +273,7 @@ class LMBatches:
       raise ValueError(f"stream_segments={stream_segments}; expected 0, or a positive number of "
                        "segments with mode='stateful'")
     self.stream, self.mode, self.seed, self.stream_segments = stream, mode, seed, stream_segments
+    self.document_starts = document_starts
     self.batch_size, self.length = global_batch_size, segment_length
     local = global_batch_size // process_count
     self.rows = slice(process_index * local, (process_index + 1) * local)
@@ -280,6 +303,8 @@ class LMBatches:
                              segment_length=segment_length, seed=seed)
     if stream_segments:
       self._fingerprint["stream_segments"] = stream_segments
+    if document_starts is not None:
+      self._fingerprint["documents"] = int(len(document_starts))
 
   def __iter__(self):
     return self
@@ -325,8 +350,19 @@ class LMBatches:
     real = index < stop[:, None]
     values = self.stream[np.minimum(index, len(self.stream) - 1)]
     window = np.where(real, values, 0).astype(np.int32)
-    return {"inputs": window[:, :-1], "targets": window[:, 1:],
-            "weights": real[:, 1:].astype(np.float32), "reset": reset}
+    batch = {"inputs": window[:, :-1], "targets": window[:, 1:],
+             "weights": real[:, 1:].astype(np.float32), "reset": reset}
+    if self.document_starts is not None:
+      batch.update(self._documents(index[:, :-1], real[:, :-1], start))
+    return batch
+
+  def _documents(self, index, real, start) -> dict:
+    """segment_ids and positions (module docstring) of inputs at stream positions index [B, L]."""
+    document = np.searchsorted(self.document_starts, index, side="right") - 1  # [B, L], from 0
+    segment_ids = np.where(real, document - document[:, :1] + 1, 0).astype(np.int32)
+    begins = np.maximum(self.document_starts[document], start[:, None])
+    positions = np.where(real, index - begins, 0).astype(np.int32)
+    return {"segment_ids": segment_ids, "positions": positions}
 
   def get_state(self) -> dict:
     return {**self._fingerprint, "position": self.position}
@@ -343,7 +379,7 @@ class LMBatches:
 def make_lm_batches(stream: np.ndarray, *, global_batch_size: int, segment_length: int,
                     stream_segments: int = 0,
                     mode: str = "random", seed: int = 0, process_index: int = 0,
-                    process_count: int = 1) -> LMBatches:
+                    process_count: int = 1, document_starts=None) -> LMBatches:
   """Batches of `stream` (uint8 [N]) of B = global_batch_size rows of L = segment_length bytes.
 
   Each batch: inputs, targets int32 [B/P, L], weights float32 [B/P, L], reset bool [B/P] (see the
@@ -365,10 +401,12 @@ def make_lm_batches(stream: np.ndarray, *, global_batch_size: int, segment_lengt
     r * R + 1 .. (r + 1) * R), read L bytes per batch, so a model carrying state through the
     ceil(R / L) batches makes one causal pass per row; reset is True in the first batch only.
   Both eval modes predict every byte of the stream but the first exactly once.
+  `document_starts` (int64 [D], the stream's document start offsets; modes "random" and "eval"):
+  the batches also hold segment_ids and positions of the packed documents (module docstring).
   """
   return LMBatches(stream, global_batch_size=global_batch_size, segment_length=segment_length,
                    mode=mode, seed=seed, process_index=process_index, process_count=process_count,
-                   stream_segments=stream_segments)
+                   stream_segments=stream_segments, document_starts=document_starts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -377,7 +415,9 @@ class LMData:
 
   `segment_length` (config `max_length`) is L; `stateful` picks the modes of `train_batches`
   ("stateful", else "random") and `eval_batches` ("eval_stateful", else "eval"); `stream_segments`
-  is the stateful training streams' length in segments (0: one contiguous stream per row).
+  is the stateful training streams' length in segments (0: one contiguous stream per row);
+  `documents` (split -> document start offsets, `Corpus.documents`) packs the documents: batches
+  carry segment_ids and positions so that attention stays within a document.
   """
   splits: dict
   data: dict
@@ -385,6 +425,7 @@ class LMData:
   stateful: bool
   stream_segments: int = 0
   vocab_size: int = VOCAB_SIZE
+  documents: dict | None = None
 
   def train_batches(self, *, global_batch_size: int, seed: int, process_index: int = 0,
                     process_count: int = 1) -> LMBatches:
@@ -392,24 +433,42 @@ class LMData:
                            segment_length=self.segment_length, seed=seed,
                            mode="stateful" if self.stateful else "random",
                            stream_segments=self.stream_segments if self.stateful else 0,
-                           process_index=process_index, process_count=process_count)
+                           process_index=process_index, process_count=process_count,
+                           document_starts=self._documents("train"))
 
   def eval_batches(self, split: str, *, global_batch_size: int, process_index: int = 0,
                    process_count: int = 1) -> LMBatches:
     return make_lm_batches(self.splits[split], global_batch_size=global_batch_size,
                            segment_length=self.segment_length,
                            mode="eval_stateful" if self.stateful else "eval",
-                           process_index=process_index, process_count=process_count)
+                           process_index=process_index, process_count=process_count,
+                           document_starts=self._documents(split))
+
+  def _documents(self, split):
+    return None if self.documents is None else self.documents[split]
 
 
 def load(data_dir, *, max_length: int, source: str = "stdlib", files: str = "",
-         stateful: bool = False, stream_segments: int = 0) -> LMData:
-  """The corpus `source` (see `read_corpus`) as an `LMData` with segments of max_length bytes."""
+         stateful: bool = False, stream_segments: int = 0, pack_documents: bool = False) -> LMData:
+  """The corpus `source` (see `read_corpus`) as an `LMData` with segments of max_length bytes;
+  `pack_documents`: attention stays within each document (each file of stdlib or files)."""
   if max_length < 1:
     raise ValueError(f"max_length={max_length}; expected a positive segment length")
-  corpus = read_corpus(source, data_dir=data_dir, files=files)
   if stream_segments and not stateful:
     raise ValueError(f"stream_segments={stream_segments} applies to stateful training only: set "
                      "task_options.stateful=True, or stream_segments=0")
-  return LMData(splits=corpus.splits, data=corpus.data, segment_length=max_length,
-                stateful=bool(stateful), stream_segments=int(stream_segments))
+  if pack_documents and stateful:
+    raise ValueError("task_options.pack_documents=True and stateful=True exclude each other: a "
+                     "stateful stream carries attention state across documents; set one of them "
+                     "to False")
+  corpus = read_corpus(source, data_dir=data_dir, files=files)
+  if pack_documents and corpus.documents is None:
+    raise ValueError(f"task_options.pack_documents=True needs a corpus of documents (source 'stdlib' "
+                     f"or 'files': each file one document); source={source!r} is one stream")
+  data = corpus.data
+  if pack_documents:
+    data = {**data, "pack_documents": True,
+            "documents": {split: int(len(starts)) for split, starts in corpus.documents.items()}}
+  return LMData(splits=corpus.splits, data=data, segment_length=max_length,
+                stateful=bool(stateful), stream_segments=int(stream_segments),
+                documents=corpus.documents if pack_documents else None)

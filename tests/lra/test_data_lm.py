@@ -339,3 +339,40 @@ def test_task_picks_the_stateful_modes_when_asked(tmp_path):
     evaluation = task.eval_batches("validation", global_batch_size=4)
     assert (train.mode, evaluation.mode) == modes
     assert sum(b["weights"].sum() for b in evaluation) == len(task.splits["validation"]) - 1
+
+
+def test_packed_documents_give_segment_ids_and_positions_per_document(tmp_path):
+  """Each file one document: ids count a row's documents from 1, positions restart at each
+  document (or at the segment's start), padding gets 0; the targets are those of unpacked batches."""
+  paths = [tmp_path / f"{i}.txt" for i in range(3)]
+  for path, size in zip(paths, (50, 7, 400)):
+    _write(path, bytes(range(97, 97 + 20)) * (size // 20) + b"z" * (size % 20))
+  task = lm.load(None, max_length=16, source="files", files=[str(p) for p in paths],
+                 pack_documents=True)
+  assert task.data["pack_documents"] and task.data["documents"]["train"] == 3
+  np.testing.assert_array_equal(task.documents["train"], [0, 50, 57])
+  packed = task.eval_batches("train", global_batch_size=8)
+  plain = lm.make_lm_batches(task.splits["train"], global_batch_size=8, segment_length=16,
+                             mode="eval")
+  first = next(packed)
+  _equal({k: v for k, v in first.items() if k not in ("segment_ids", "positions")}, next(plain))
+  starts = np.arange(8)[:, None] * 16 + np.arange(16)  # stream position of every input
+  document = np.searchsorted([0, 50, 57], starts, side="right")
+  np.testing.assert_array_equal(first["segment_ids"], document - document[:, :1] + 1)
+  row = 3  # inputs 48..63: document 1 (48, 49), document 2 (50..56), document 3 (57..63)
+  np.testing.assert_array_equal(first["segment_ids"][row], [1] * 2 + [2] * 7 + [3] * 7)
+  np.testing.assert_array_equal(first["positions"][row], [0, 1] + list(range(7)) + list(range(7)))
+  last = list(packed)[-1]  # past the split's end the inputs pad, with id 0 (a row's last real input
+  for ids, weights in zip(last["segment_ids"], last["weights"]):  # has a padded target)
+    assert (ids[weights == 0][1:] == 0).all() and (ids[weights == 1] > 0).all()
+
+
+def test_packed_documents_are_checked(tmp_path, small_standard):
+  corpus = tmp_path / "a.txt"
+  _write(corpus, b"x" * 100)
+  with pytest.raises(ValueError, match="pack_documents=True and stateful=True exclude each other"):
+    lm.load(None, max_length=8, source="files", files=str(corpus), pack_documents=True,
+            stateful=True)
+  _write(tmp_path / "enwik8", b"a" * lm.STANDARD_SIZE)
+  with pytest.raises(ValueError, match="needs a corpus of documents.*'enwik8' is one stream"):
+    lm.load(str(tmp_path), max_length=8, source="enwik8", pack_documents=True)

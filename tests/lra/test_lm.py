@@ -133,3 +133,46 @@ def test_eval_batches_cover_a_split_once_without_state(corpus):
   assert result["num_examples"] == len(task.splits["test"]) - 1
   assert result["bits_per_byte"] == pytest.approx(result["loss"] / math.log(2))
   assert isinstance(train.eval_source(task, "test", config), lm.LMBatches)
+
+
+@pytest.fixture(scope="module")
+def documents(tmp_path_factory):
+  """Three corpus files, each one document when packed."""
+  folder = tmp_path_factory.mktemp("documents")
+  paths = [write_corpus(folder / f"{i}.txt") for i in range(3)]
+  for i, path in enumerate(paths):  # make them differ
+    pathlib.Path(path).write_text(pathlib.Path(path).read_text()[i * 997:] + f"end {i}\n")
+  return ",".join(paths)
+
+
+@pytest.mark.parametrize("arg", ["softmax", "rfa_gaussian,gated", "rfa_gaussian,recommended"])
+def test_packed_documents_attend_within_each_document(documents, arg):
+  """A packed row gives each document, at every position, what the document alone gives."""
+  config = tiny_config(documents, arg, **{"task_options.stateful": False,
+                                          "task_options.pack_documents": True})
+  task = train.load_data(config)
+  model = train.build_model(config, rngs=train.model_rngs(0), **train.model_args(task))
+  model.eval()
+  boundary = int(task.documents["train"][1]) - 5  # a segment with the first document boundary
+  batches = task.eval_batches("train", global_batch_size=8)
+  batch = batches.batch(boundary // config.max_length // 8)
+  batch = {key: jnp.asarray(value) for key, value in batch.items()}
+  row = boundary // config.max_length % 8
+  assert batch["segment_ids"][row].max() == 2
+  logits = model(batch)
+  for seq in range(1, int(batch["segment_ids"][row].max()) + 1):
+    (where,) = np.nonzero(np.asarray(batch["segment_ids"][row]) == seq)
+    alone = model({"inputs": batch["inputs"][row:row + 1, where]})  # positions from 0
+    np.testing.assert_allclose(logits[row, where], alone[0], atol=2e-5, rtol=1e-4)
+
+
+def test_packed_training_reports_bits_per_byte(documents, tmp_path):
+  config = tiny_config(documents, "rfa_gaussian,gated", **{"task_options.stateful": False,
+                                                            "task_options.pack_documents": True})
+  results = train.train_and_evaluate(config, tmp_path / "work")
+  assert np.isfinite(results["test_bits_per_byte"]) and results["data"]["pack_documents"]
+  assert results["data"]["documents"]["train"] == 3
+  with pytest.raises(ValueError, match="pack_documents=True keeps attention within each document, "
+                                       "which attention 'local' cannot"):
+    train.train_and_evaluate(tiny_config(documents, "local", **{"task_options.pack_documents": True}),
+                             tmp_path / "local")
