@@ -46,6 +46,7 @@ import numpy as np
 import rfa_jax
 from lra.records import git_commit, markdown_table, max_rss_bytes, write_results
 
+PACKED_SEQUENCES = 4  # sequences per row in the packed forms
 TARGET_LENGTHS = {"noncausal": 4096, "causal": 8192, "long": 16384}
 QUICK = dict(lengths=[64, 128], chunk_sizes=[16, 32], repeats=2, decode_tokens=64, heads=2,
              head_dim=16, num_features=16, bf16_length=128, matmul_size=256)
@@ -92,8 +93,20 @@ def attention_forms(chunk_sizes, softmax_implementation: str = "xla", window: in
            causal_rfa(c, gated=False, window=window), window),
       Form("rfa_gated_window", f"rfa gated chunked C={c} + window {window}", c,
            causal_rfa(c, gated=True, window=window), window),
+      Form("rfa_packed", f"rfa packed ({PACKED_SEQUENCES} sequences a row)", None,
+           lambda q, k, v, g, w: rfa_jax.rfa(q, k, v, w, segment_ids=packed_ids(q))),
+      Form("rfa_causal_packed", f"rfa causal chunked C={c} packed", c,
+           causal_rfa(c, gated=False, packed=True)),
+      Form("rfa_gated_packed", f"rfa gated chunked C={c} packed", c,
+           causal_rfa(c, gated=True, packed=True)),
   ]
   return forms
+
+
+def packed_ids(q):
+  """[batch, length] segment ids: PACKED_SEQUENCES sequences of equal length in every row."""
+  length = q.shape[1]
+  return jnp.broadcast_to(jnp.arange(length) * PACKED_SEQUENCES // length + 1, q.shape[:2])
 
 
 def softmax(causal: bool, implementation: str) -> Callable:
@@ -118,10 +131,12 @@ def softmax_implementation(sizes, dtype) -> dict:
   return dict(implementation="cudnn", reason="compiles")
 
 
-def causal_rfa(chunk_size: int, gated: bool, window: int | None = None) -> Callable:
+def causal_rfa(chunk_size: int, gated: bool, window: int | None = None,
+               packed: bool = False) -> Callable:
   def apply(q, k, v, gate, projection):
     return rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate if gated else None,
-                       chunk_size=chunk_size, window=window)
+                       chunk_size=chunk_size, window=window,
+                       segment_ids=packed_ids(q) if packed else None)
   return apply
 
 
@@ -513,6 +528,28 @@ def best_chunk_table(rows, lengths) -> str:
   return length_section("Best chunk size (fastest fwd+bwd)", lengths, lines)
 
 
+PACKED_FORMS = {"rfa_packed": "rfa", "rfa_causal_packed": "rfa_causal_chunked",
+                "rfa_gated_packed": "rfa_gated_chunked"}
+
+
+def packing_table(rows, lengths) -> str:
+  """Packed / unpacked forward+backward time and memory of each packed form, at the same chunk."""
+  lines = []
+  for packed, plain in PACKED_FORMS.items():
+    for field, name in (("median_s", "time"), ("memory_bytes", "memory")):
+      cells = []
+      for n in lengths:
+        mine = fwd_bwd_row(rows, packed, n)
+        other = next((r for r in rows if r["form"] == plain and r["length"] == n
+                      and r["mode"] == "fwd_bwd" and r.get("chunk_size") ==
+                      (mine or {}).get("chunk_size")), None)
+        value = ratio(mine, other, field)
+        cells.append("-" if value is None else f"{value:.2f}")
+      lines.append([f"{packed} / {plain}: {name}", *cells])
+  return length_section(f"Packed ({PACKED_SEQUENCES} sequences a row) / unpacked, fwd+bwd",
+                        lengths, lines)
+
+
 def markdown(results: dict) -> str:
   rows, lengths, args = results["rows"], results["args"]["lengths"], results["args"]
   machine, sizes, peak = results["machine"], results["sizes"], results["matmul_peak"]
@@ -542,6 +579,7 @@ def markdown(results: dict) -> str:
       "## Targets", "", *(f"- {format_check(c)}" for c in results["checks"]), "",
       *(length_table(rows, lengths, *table) for table in tables),
       best_chunk_table(rows, lengths),
+      packing_table(rows, lengths),
       "### Decoding", "",
       *markdown_table(
           ["form", "tokens", "time per token (us)", "compiled memory (MiB)",

@@ -12,7 +12,9 @@ from benchmarks import attention as benchmark
 
 FORMS = ("softmax", "rfa", "softmax causal", "rfa causal token scan", "rfa causal chunked C=32",
          "rfa gated chunked C=32", "rfa positive features", "rfa + window 32",
-         "rfa causal chunked C=32 + window 32", "rfa gated chunked C=32 + window 32")
+         "rfa causal chunked C=32 + window 32", "rfa gated chunked C=32 + window 32",
+         "rfa packed (4 sequences a row)", "rfa causal chunked C=32 packed",
+         "rfa gated chunked C=32 packed")
 
 
 DECODERS = ("rfa_decode", "rfa_positive_decode", "rfa_window_decode", "softmax_decode")
@@ -33,7 +35,7 @@ def test_quick_run_writes_every_row(tmp_path):
   assert all(c["status"] in ("PASS", "MISS") for c in results["checks"])
   assert results["bf16"]["max_relative_error"] < 0.03
   assert results["peak_flops_per_s"] > 0 and results["machine"]["jax_version"]
-  for name in FORMS + DECODERS + ("Targets",):
+  for name in FORMS + DECODERS + ("Targets", "rfa_gated_packed / rfa_gated_chunked: time"):
     assert f"| {name} |" in table or name in table
   assert not list(tmp_path.glob("*.tmp"))
 
