@@ -1,8 +1,9 @@
 """Packed sequences: several sequences (segments) in one row, told apart by `segment_ids`.
 
-`segment_ids: [batch, length]` int, 0 = padding, equal ids = one sequence, each sequence one contiguous
-run of positions (as packing lays them out). Query i attends to key j only when both carry the same
-non-zero id; a packed row gives at every real token what its segment gives alone.
+`segment_ids: [batch, length]` int, 0 = padding, equal ids = one sequence; for the causal forms each
+sequence is one run of positions, padding aside (as packing lays them out). Query i attends to key j
+only when both carry the same non-zero id; a packed row gives at every real token what its sequence
+gives alone.
 
 - Causal forms restart the state (S, z) where a sequence starts (`restarts`): a decay of exactly 0
   across the boundary, applied as a mask, never as exp(-inf).
