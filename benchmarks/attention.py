@@ -93,6 +93,10 @@ def attention_forms(chunk_sizes, softmax_implementation: str = "xla", window: in
            causal_rfa(c, gated=False, window=window), window),
       Form("rfa_gated_window", f"rfa gated chunked C={c} + window {window}", c,
            causal_rfa(c, gated=True, window=window), window),
+      Form("rfa_causal_parallel", f"rfa causal chunked C={c} parallel", c,
+           causal_rfa(c, gated=False, inter_chunk="parallel")),
+      Form("rfa_gated_parallel", f"rfa gated chunked C={c} parallel", c,
+           causal_rfa(c, gated=True, inter_chunk="parallel")),
       Form("rfa_packed", f"rfa packed ({PACKED_SEQUENCES} sequences a row)", None,
            lambda q, k, v, g, w: rfa_jax.rfa(q, k, v, w, segment_ids=packed_ids(q))),
       Form("rfa_causal_packed", f"rfa causal chunked C={c} packed", c,
@@ -132,10 +136,10 @@ def softmax_implementation(sizes, dtype) -> dict:
 
 
 def causal_rfa(chunk_size: int, gated: bool, window: int | None = None,
-               packed: bool = False) -> Callable:
+               packed: bool = False, inter_chunk: str = "scan") -> Callable:
   def apply(q, k, v, gate, projection):
     return rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate if gated else None,
-                       chunk_size=chunk_size, window=window,
+                       chunk_size=chunk_size, window=window, inter_chunk=inter_chunk,
                        segment_ids=packed_ids(q) if packed else None)
   return apply
 
@@ -528,26 +532,57 @@ def best_chunk_table(rows, lengths) -> str:
   return length_section("Best chunk size (fastest fwd+bwd)", lengths, lines)
 
 
-PACKED_FORMS = {"rfa_packed": "rfa", "rfa_causal_packed": "rfa_causal_chunked",
-                "rfa_gated_packed": "rfa_gated_chunked"}
+# Forms measured against another form (same chunk size): {title: {form: the form it is compared to}}.
+PAIRED_FORMS = {
+    f"Packed ({PACKED_SEQUENCES} sequences a row) / unpacked, fwd+bwd": {
+        "rfa_packed": "rfa", "rfa_causal_packed": "rfa_causal_chunked",
+        "rfa_gated_packed": "rfa_gated_chunked"},
+    "Parallel / scanned state across chunks (inter_chunk), fwd+bwd": {
+        "rfa_causal_parallel": "rfa_causal_chunked", "rfa_gated_parallel": "rfa_gated_chunked"},
+}
 
 
-def packing_table(rows, lengths) -> str:
-  """Packed / unpacked forward+backward time and memory of each packed form, at the same chunk."""
-  lines = []
-  for packed, plain in PACKED_FORMS.items():
-    for field, name in (("median_s", "time"), ("memory_bytes", "memory")):
-      cells = []
-      for n in lengths:
-        mine = fwd_bwd_row(rows, packed, n)
-        other = next((r for r in rows if r["form"] == plain and r["length"] == n
-                      and r["mode"] == "fwd_bwd" and r.get("chunk_size") ==
-                      (mine or {}).get("chunk_size")), None)
-        value = ratio(mine, other, field)
-        cells.append("-" if value is None else f"{value:.2f}")
-      lines.append([f"{packed} / {plain}: {name}", *cells])
-  return length_section(f"Packed ({PACKED_SEQUENCES} sequences a row) / unpacked, fwd+bwd",
-                        lengths, lines)
+def paired_tables(rows, lengths) -> list[str]:
+  """For each PAIRED_FORMS title: the forward+backward time and memory of each form over the form it
+  is compared to, at the same chunk size."""
+  sections = []
+  for title, pairs in PAIRED_FORMS.items():
+    lines = []
+    for form, other_form in pairs.items():
+      for field, name in (("median_s", "time"), ("memory_bytes", "memory")):
+        cells = []
+        for n in lengths:
+          mine = fwd_bwd_row(rows, form, n)
+          other = next((r for r in rows if r["form"] == other_form and r["length"] == n
+                        and r["mode"] == "fwd_bwd" and r.get("chunk_size") ==
+                        (mine or {}).get("chunk_size")), None)
+          value = ratio(mine, other, field)
+          cells.append("-" if value is None else f"{value:.2f}")
+        lines.append([f"{form} / {other_form}: {name}", *cells])
+    sections.append(length_section(title, lengths, lines))
+  return sections
+
+
+def redraw_rows(args, sizes: Sizes, on_row=None) -> list[dict]:
+  """Time of one orthogonal projection draw [heads, num_features, head_dim] per method (the
+  training redraw of every layer and step); `on_row(row)` after each."""
+  rows = []
+  for method in rfa_jax.ORTHOGONAL_METHODS:
+    draw = jax.jit(lambda key, method=method: rfa_jax.random_projection(
+        key, sizes.heads, sizes.num_features, sizes.head_dim, orthogonal_method=method))
+    row = dict(form=f"redraw_{method}", **measure(draw, (jax.random.PRNGKey(args.seed),), 0.0, args))
+    progress(f"projection redraw {method:<14}", row)
+    rows.append(row)
+    if on_row is not None:
+      on_row(row)
+  return rows
+
+
+def redraw_table(rows) -> str:
+  return "\n".join(["### Projection redraw", "", *markdown_table(
+      ["method", "time (ms)", "compiled memory (MiB)"],
+      [[r["form"], cell(r, "median_s", 1e3, ".3f"), cell(r, "memory_bytes", 2**-20, ".2f")]
+       for r in rows])]) + "\n"
 
 
 def markdown(results: dict) -> str:
@@ -579,7 +614,8 @@ def markdown(results: dict) -> str:
       "## Targets", "", *(f"- {format_check(c)}" for c in results["checks"]), "",
       *(length_table(rows, lengths, *table) for table in tables),
       best_chunk_table(rows, lengths),
-      packing_table(rows, lengths),
+      *paired_tables(rows, lengths),
+      redraw_table(results["redraw"]),
       "### Decoding", "",
       *markdown_table(
           ["form", "tokens", "time per token (us)", "compiled memory (MiB)",
@@ -640,6 +676,7 @@ def main(argv=None) -> dict:
   peak_start = matmul_peak(args.matmul_size, args.repeats)
   rows = attention_rows(args, sizes)
   decode = decode_rows(args, sizes)
+  redraw = redraw_rows(args, sizes)
   bf16 = bf16_error(args, sizes)
   peak_end = matmul_peak(args.matmul_size, args.repeats)
   peak = max(peak_start["flops_per_s"], peak_end["flops_per_s"])
@@ -649,7 +686,7 @@ def main(argv=None) -> dict:
   results = dict(args=vars(args), sizes=sizes._asdict(), machine=machine_info(),
                  commit=git_commit(),
                  matmul_peak=dict(start=peak_start, end=peak_end), peak_flops_per_s=peak,
-                 rows=rows, decode=decode, bf16=bf16, max_rss_bytes=max_rss_bytes())
+                 rows=rows, decode=decode, redraw=redraw, bf16=bf16, max_rss_bytes=max_rss_bytes())
   results["checks"] = target_checks(rows, decode, bf16, args.lengths)
   write_results(args.out, results, markdown(results))
   return results

@@ -1,83 +1,165 @@
-"""Compares kernel benchmark runs of two versions of the code, form by form.
+"""The library at another commit against the checkout's, form by form, in one process.
 
-    python -m benchmarks.compare --base BASE_1 [BASE_2 ...] --new NEW_1 [NEW_2 ...] [--out DIR]
+    python -m benchmarks.compare --base COMMIT [--lengths 1024 4096 16384] [--repeats 15] [--out DIR]
 
-Each argument is the --out folder of a `python -m benchmarks.attention` run (its results.json). Run
-the two versions alternately (base, new, base, new) on an otherwise idle machine, so that drifts in
-the machine's speed fall on both. For every form, length and mode measured by both, the table gives
-the median time of each version (the median over its runs of each run's median) with the spread of
-those run medians, the ratio new / base, and the compiled memory ratio. Writes results.json and
-results.md to --out (atomically) when given.
+`rfa_jax` at COMMIT (from `git archive`) is imported beside the checkout's as `rfa_jax_base` (its
+absolute imports renamed), so both run in the same process on the same inputs: for every form that
+both versions have (non-causal, chunked causal, gated, positive features, the window, cross
+attention) and length, the forward+backward of each version is compiled, warmed up, then timed in
+alternation (base, new, base, new, ...), so that drifts in the machine's speed fall on both. Reports
+each version's median and spread (max - min) over --repeats calls, the ratio of the medians with
+the spread of the per-pair ratios (the 10th to 90th percentile), and the ratio of XLA's compiled
+memory. Writes results.json and results.md to --out (atomically) when given.
 """
 
 import argparse
-import json
+import importlib
 import pathlib
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
+import time
 
-from lra.records import markdown_table, write_results
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-KEY_FIELDS = ("label", "length", "mode")
+import rfa_jax
+from benchmarks.attention import compiled_memory_bytes
+from lra.records import git_commit, markdown_table, write_results
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BASE_NAME = "rfa_jax_base"
+WINDOW = 32
 
-def load_rows(folders) -> list[dict]:
-  """The timed rows of every run, each tagged with its run's index."""
-  rows = []
-  for index, folder in enumerate(folders):
-    path = pathlib.Path(folder) / "results.json"
-    if not path.is_file():
-      raise FileNotFoundError(f"{path} does not exist: pass --out folders of benchmarks.attention runs")
-    rows += [dict(row, run=index) for row in json.loads(path.read_text())["rows"] if "median_s" in row]
-  return rows
-
-
-def summarize(rows) -> dict:
-  """key -> (median of the run medians, spread (max - min) of them, memory_bytes)."""
-  grouped = {}
-  for row in rows:
-    grouped.setdefault(tuple(row[f] for f in KEY_FIELDS), []).append(row)
-  summary = {}
-  for key, group in grouped.items():
-    times = [row["median_s"] for row in group]
-    summary[key] = dict(median_s=statistics.median(times), spread_s=max(times) - min(times),
-                        runs=len(times), memory_bytes=group[0].get("memory_bytes"))
-  return summary
-
-
-def compare(base_rows, new_rows) -> list[dict]:
-  base, new = summarize(base_rows), summarize(new_rows)
-  out = []
-  for key in [k for k in new if k in base]:
-    b, n = base[key], new[key]
-    memory = (n["memory_bytes"] / b["memory_bytes"]
-              if n["memory_bytes"] and b["memory_bytes"] else None)
-    out.append(dict(zip(KEY_FIELDS, key), base=b, new=n, time_ratio=n["median_s"] / b["median_s"],
-                    memory_ratio=memory))
-  return out
+# name -> attend(lib, q, k, v, gate, projection): forms every version of the library has.
+FORMS = {
+    "rfa": lambda lib, q, k, v, g, w: lib.rfa(q, k, v, w),
+    "rfa causal chunked": lambda lib, q, k, v, g, w: lib.rfa(q, k, v, w, causal=True),
+    "rfa gated chunked": lambda lib, q, k, v, g, w: lib.rfa(q, k, v, w, causal=True, gate=g),
+    "rfa positive features": lambda lib, q, k, v, g, w: lib.rfa(q, k, v, w, feature_map="positive"),
+    f"rfa + window {WINDOW}": lambda lib, q, k, v, g, w: lib.rfa(q, k, v, w, window=WINDOW),
+    f"rfa gated chunked + window {WINDOW}":
+        lambda lib, q, k, v, g, w: lib.rfa(q, k, v, w, causal=True, gate=g, window=WINDOW),
+    "rfa_cross (queries: half the keys)":
+        lambda lib, q, k, v, g, w: lib.rfa_cross(q[:, :q.shape[1] // 2], k, v, w),
+}
 
 
-def markdown(comparison) -> str:
-  header = ["form", "L", "mode", "base ms (spread)", "new ms (spread)", "new / base time",
+def import_base(commit: str, folder: pathlib.Path):
+  """`rfa_jax` at `commit`, imported as BASE_NAME from `folder`."""
+  archive = subprocess.run(["git", "archive", commit, "rfa_jax"], cwd=ROOT, capture_output=True)
+  if archive.returncode:
+    raise ValueError(f"git archive {commit} rfa_jax failed: {archive.stderr.decode().strip()} "
+                     "(pass a commit of this repository)")
+  subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+  package = folder / BASE_NAME
+  (folder / "rfa_jax").rename(package)
+  for path in package.glob("*.py"):
+    path.write_text(re.sub(r"\brfa_jax\b", BASE_NAME, path.read_text()))
+  for name in [name for name in sys.modules if name.split(".")[0] == BASE_NAME]:
+    del sys.modules[name]  # an earlier comparison's
+  sys.path.insert(0, str(folder))
+  try:
+    return importlib.import_module(BASE_NAME)
+  finally:
+    sys.path.remove(str(folder))
+
+
+def gradient(lib, form):
+  """jit of the gradient of sum(out * cotangent) with respect to q, k and v."""
+  def loss(q, k, v, gate, projection, cotangent):
+    out = FORMS[form](lib, q, k, v, gate, projection)
+    return jnp.sum(out * cotangent[:, :out.shape[1]])
+  return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+
+
+def compare_form(libraries: dict, form: str, inputs: tuple, repeats: int) -> dict:
+  """Compiles, warms up and times both versions in alternation."""
+  compiled = {name: gradient(lib, form).lower(*inputs).compile() for name, lib in libraries.items()}
+  for run in compiled.values():
+    jax.block_until_ready(run(*inputs))
+  times = {name: [] for name in compiled}
+  for _ in range(repeats):
+    for name, run in compiled.items():
+      start = time.perf_counter()
+      jax.block_until_ready(run(*inputs))
+      times[name].append(time.perf_counter() - start)
+  pair_ratios = np.asarray(times["new"]) / np.asarray(times["base"])
+  memory = {name: compiled_memory_bytes(run).get("memory_bytes") for name, run in compiled.items()}
+  summary = {name: dict(median_s=statistics.median(t), spread_s=max(t) - min(t), times_s=t,
+                        memory_bytes=memory[name]) for name, t in times.items()}
+  return dict(summary, time_ratio=summary["new"]["median_s"] / summary["base"]["median_s"],
+              pair_ratio_p10=float(np.percentile(pair_ratios, 10)),
+              pair_ratio_p90=float(np.percentile(pair_ratios, 90)),
+              memory_ratio=(memory["new"] / memory["base"]
+                            if memory["new"] and memory["base"] else None))
+
+
+def make_inputs(length: int, args):
+  keys = jax.random.split(jax.random.PRNGKey(args.seed), 6)
+  shape = (args.batch, length, args.heads, args.head_dim)
+  q, k, v, cotangent = (jax.random.normal(key, shape) for key in keys[:4])
+  gate = jax.nn.sigmoid(jax.random.normal(keys[4], shape[:3]))
+  projection = rfa_jax.random_projection(keys[5], args.heads, args.num_features, args.head_dim)
+  return q, k, v, gate, projection, cotangent
+
+
+def markdown(results: dict) -> str:
+  header = ["form", "L", "base ms (spread)", "new ms (spread)", "new / base time (pairs p10-p90)",
             "new / base memory"]
   ms = lambda s: f"{s['median_s'] * 1e3:.2f} ({s['spread_s'] * 1e3:.2f})"
-  lines = [[c["label"], str(c["length"]), c["mode"], ms(c["base"]), ms(c["new"]),
-            f"{c['time_ratio']:.2f}", "-" if c["memory_ratio"] is None else f"{c['memory_ratio']:.2f}"]
-           for c in comparison]
-  return "\n".join(["# Kernel benchmark: new against base", "", *markdown_table(header, lines)]) + "\n"
+  lines = [[r["form"], str(r["length"]), ms(r["base"]), ms(r["new"]),
+            f"{r['time_ratio']:.3f} ({r['pair_ratio_p10']:.2f}-{r['pair_ratio_p90']:.2f})",
+            "-" if r["memory_ratio"] is None else f"{r['memory_ratio']:.3f}"]
+           for r in results["rows"]]
+  return "\n".join([
+      "# rfa_jax: the checkout against another commit", "",
+      f"base {results['base_commit']}, new {results['new_commit']}; forward+backward, batch "
+      f"{results['args']['batch']}, {results['args']['heads']} heads, head_dim "
+      f"{results['args']['head_dim']}, {results['args']['num_features']} projections, float32; "
+      f"{results['args']['repeats']} alternating calls each after a warm-up, on "
+      f"{results['device']}.", "",
+      *markdown_table(header, lines)]) + "\n"
 
 
-def main(argv=None):
+def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--base", nargs="+", required=True, help="benchmark folders of the base code")
-  parser.add_argument("--new", nargs="+", required=True, help="benchmark folders of the new code")
+  parser.add_argument("--base", required=True, help="a commit of this repository")
+  parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384])
+  parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS),
+                      metavar="FORM")
+  parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--heads", type=int, default=4)
+  parser.add_argument("--head-dim", type=int, default=64)
+  parser.add_argument("--num-features", type=int, default=64)
+  parser.add_argument("--repeats", type=int, default=15)
+  parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=None)
-  args = parser.parse_args(argv)
-  comparison = compare(load_rows(args.base), load_rows(args.new))
-  text = markdown(comparison)
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  with tempfile.TemporaryDirectory() as folder:
+    libraries = {"base": import_base(args.base, pathlib.Path(folder)), "new": rfa_jax}
+    rows = []
+    for length in args.lengths:
+      inputs = make_inputs(length, args)
+      for form in args.forms:
+        row = dict(form=form, length=length, **compare_form(libraries, form, inputs, args.repeats))
+        print(f"L={length:>6} {form:<36} new / base {row['time_ratio']:.3f}", flush=True)
+        rows.append(row)
+  results = dict(args=vars(args), base_commit=args.base, new_commit=git_commit(),
+                 device=jax.devices()[0].device_kind, rows=rows)
+  text = markdown(results)
   if args.out:  # also prints it
-    write_results(args.out, dict(base=args.base, new=args.new, rows=comparison), text)
+    write_results(args.out, results, text)
   else:
     print(text)
+  return results
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from lra.records import markdown_table, max_rss_bytes, write_json_atomically, wr
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HARNESS_TARGET_LENGTH = 4096
-CAUSAL_FORMS = ("softmax_causal", "rfa_causal_scan", "rfa_causal_chunked", "rfa_gated_chunked")
+CAUSAL_PREFIXES = ("softmax_causal", "rfa_causal", "rfa_gated")  # forms compared with causal softmax
 TARGET_FORMS = ("softmax", "rfa", "rfa_causal_chunked", "rfa_gated_chunked")
 # Cumulative shares of --time-budget-s by which the target steps stop starting measurements.
 DEADLINES = dict(torch_targets=0.2, kernel_targets=0.4)
@@ -326,6 +326,9 @@ def kernel_step(out: pathlib.Path, results: dict, dtype: str, targets_only: bool
     return
   if time.time() < deadline:
     kernels.decode_rows(args, shape, on_row=lambda row: on_row(row, part["decode"]))
+  if dtype == "bfloat16" and time.time() < deadline:  # the draw is float32 whatever the inputs
+    part["redraw"] = []
+    kernels.redraw_rows(args, shape, on_row=lambda row: on_row(row, part["redraw"]))
   if dtype == "bfloat16" and time.time() < deadline:
     results["bf16_error"] = kernels.bf16_error(*kernel_args(sizes, dtype,
                                                             results["memory_budget_gib"]))
@@ -421,7 +424,7 @@ def measurement_count(name: str, sizes: Sizes) -> float:
   if name == "kernel_targets":
     return len(TARGET_FORMS)
   if name.startswith("kernels_"):
-    rows = 2 * forms * len(sizes.lengths) + 4 + 1  # + decoding, + bf16 error
+    rows = 2 * forms * len(sizes.lengths) + 4 + 1 + 2  # + decoding, + bf16 error, + redraws
     return rows - len(TARGET_FORMS) if name == "kernels_bfloat16" else rows
   if name == "harness":
     return HARNESS_CELL_WEIGHT * len(sizes.harness_attentions) * len(sizes.harness_lengths)
@@ -587,12 +590,13 @@ def kernel_tables(part: dict) -> list[str]:
     for n in lengths:
       mine = next((r for r in rows if r["label"] == label and r["length"] == n
                    and r["mode"] == "fwd_bwd"), None)
-      base = _row(rows, "softmax_causal" if form in CAUSAL_FORMS else "softmax", n)
+      base = _row(rows, "softmax_causal" if form.startswith(CAUSAL_PREFIXES) else "softmax", n)
       value = kernels.ratio(base, mine, "median_s")
       cells.append("-" if value is None else f"{value:.2f}")
     lines.append([label, *cells])
   out.append(kernels.length_section(f"{dtype}: forward+backward speed-up over softmax (x)",
                                     lengths, lines))
+  out += [f"{dtype}: {table}" for table in kernels.paired_tables(rows, lengths)]
   implementations = sorted({f"{r['implementation']} ({r.get('implementation_reason', '?')})"
                             for r in rows if r.get("implementation")})
   peak = part.get("matmul_peak")
@@ -600,6 +604,8 @@ def kernel_tables(part: dict) -> list[str]:
                f"{peak['warmed_s']:.1f} s of warm-up)" if peak else "not measured")
   out.insert(0, f"{dtype} at matmul precision {part['matmul_precision']}; matmul peak "
                 f"{peak_text}; softmax: {', '.join(implementations) or '-'}.\n")
+  if part.get("redraw"):
+    out.append(kernels.redraw_table(part["redraw"]))
   if part["decode"]:
     out.append("\n".join([
         f"### {dtype}: decoding ({part['decode'][0]['tokens']} tokens)", "",

@@ -8,8 +8,10 @@ orthogonal (True), sigma_init (1.0), normalizer ("floor": the denominator rule, 
 `rfa_jax.normalizer`), exact_kernel (False; True computes the kernel the features estimate exactly, a
 quadratic control), window (None; w adds exact softmax attention over the w nearest positions to
 RFA's output, which a learned per-head rfa_scale weights), rfa_scale_init (1.0), gate_bias_init
-(0.0: gates start at 1/2; b: at sigmoid(b)). `dtype` (a common argument of the registry) is the dtype of the projections;
-features, states and sums stay float32 inside `rfa_jax`.
+(0.0: gates start at 1/2; b: at sigmoid(b)), inter_chunk ("scan" or "parallel": how the chunked
+causal form passes its state across chunks; the same result), orthogonal_method ("gram_schmidt" or
+"qr": how training redraws orthogonal projections; the same distribution). `dtype` (a common argument of the
+registry) is the dtype of the projections; features, states and sums stay float32 inside `rfa_jax`.
 """
 
 import functools
@@ -27,14 +29,16 @@ class RFASelfAttention(nnx.Module):
   def __init__(self, *, emb_dim, num_heads, qkv_dim, max_length, rngs, causal=False,
                num_features=64, feature_map="gaussian", chunk_size=None, gated=False, redraw=True,
                orthogonal=True, sigma_init=1.0, normalizer="floor", exact_kernel=False, window=None,
-               rfa_scale_init=1.0, gate_bias_init=0.0, dtype=jnp.float32):
+               rfa_scale_init=1.0, gate_bias_init=0.0, inter_chunk="scan",
+               orthogonal_method="gram_schmidt", dtype=jnp.float32):
     del max_length  # RFA has no length-dependent parameters.
     self.attention = rfa_jax.RFAAttention(
         num_heads, emb_dim, qkv_features=qkv_dim, out_features=emb_dim, num_features=num_features,
         feature_map=feature_map, causal=causal, gated=gated, chunk_size=chunk_size, redraw=redraw,
         orthogonal=orthogonal, sigma_init=sigma_init, normalizer=normalizer,
         exact_kernel=exact_kernel, window=window, rfa_scale_init=rfa_scale_init,
-        gate_bias_init=gate_bias_init, dtype=dtype,
+        gate_bias_init=gate_bias_init, inter_chunk=inter_chunk,
+        orthogonal_method=orthogonal_method, dtype=dtype,
         param_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, segment_ids=None) -> jnp.ndarray:

@@ -49,7 +49,7 @@ def _mask_padding(k, v, key_mask):
 
 def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
         gate=None, chunk_size=None, normalizer="floor", window=None, rfa_scale=1.0,
-        segment_ids=None, kind=None):
+        segment_ids=None, inter_chunk="scan", kind=None):
   """Random feature attention. Returns [batch, length, heads, value_dim].
 
   feature_map: "gaussian" (sin/cos) or "arccos" (relu); `kind=` is its deprecated name.
@@ -64,20 +64,25 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
   segment_ids: [batch, length] int, 0 = padding: query i sees key j only when both carry the same
     non-zero id (each id one contiguous run when causal); causal forms restart the state where the id
     changes, so a packed row gives what each of its sequences gives alone. Padded queries output 0.
+  inter_chunk: how the chunked forms pass the state across chunks, "scan" (sequential) or
+    "parallel" (cumulative sums; an associative scan with a gate or restarts); the same result.
   """
   feature_map = resolve_feature_map(feature_map, kind)
   check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=causal,
                        key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer,
-                       window=window, rfa_scale=rfa_scale, segment_ids=segment_ids)
+                       window=window, rfa_scale=rfa_scale, segment_ids=segment_ids,
+                       inter_chunk=inter_chunk)
   key_mask = key_mask_of(key_mask, segment_ids)
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   if causal:
     reset = None if segment_ids is None else restarts(segment_ids)
-    out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, None, normalizer, reset)
+    out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, None, normalizer, reset,
+                     inter_chunk)
   elif segment_ids is not None:
     out = grouped(phi_q, segment_ids, phi_k, v, segment_ids, key_weight,
-                  chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer)
+                  chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer,
+                  inter_chunk=inter_chunk)
   else:
     out = _noncausal(phi_q, phi_k, v, key_weight, normalizer)
   out = scale_heads(out, rfa_scale)
@@ -87,7 +92,8 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
   return zero_padding(out, segment_ids).astype(v.dtype)
 
 
-def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normalizer, reset=None):
+def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normalizer, reset=None,
+            inter_chunk="scan"):
   """Dispatches to the token recurrence (chunk_size=1) or the chunked form; returns (out, state).
   reset: [B, L] bool or None, where the state restarts (packed sequences)."""
   log_decay = None
@@ -102,12 +108,12 @@ def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normal
     return causal_forms.recurrent(phi_q, phi_k, v, key_weight, decay, initial_state, normalizer)
   return causal_forms.chunked(phi_q, phi_k, v, key_weight, log_decay, initial_state=initial_state,
                               chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer,
-                              reset=reset)
+                              reset=reset, inter_chunk=inter_chunk)
 
 
 def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mask=None,
             gate=None, chunk_size=None, normalizer="floor", window=None, rfa_scale=1.0,
-            segment_ids=None, kind=None):
+            segment_ids=None, inter_chunk="scan", kind=None):
   """Causal RFA over a block of tokens that continues from `state` (e.g. a prompt, or a decode cache).
 
   Arguments as in `rfa(..., causal=True)`; returns (new_state, out: [batch, length, heads, value_dim]).
@@ -119,14 +125,16 @@ def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, ke
   feature_map = resolve_feature_map(feature_map, kind)
   check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=True,
                        key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer,
-                       window=window, rfa_scale=rfa_scale, segment_ids=segment_ids)
+                       window=window, rfa_scale=rfa_scale, segment_ids=segment_ids,
+                       inter_chunk=inter_chunk)
   _check_window_state(state, window, q.shape[0])
   key_mask = key_mask_of(key_mask, segment_ids)
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   reset = None if segment_ids is None else restarts(segment_ids)
   out, rfa_state = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size,
-                           causal_forms.DecodeState(state.s, state.z), normalizer, reset)
+                           causal_forms.DecodeState(state.s, state.z), normalizer, reset,
+                           inter_chunk)
   state = state._replace(s=rfa_state.s, z=rfa_state.z)
   out = scale_heads(out, rfa_scale)
   if window is not None:

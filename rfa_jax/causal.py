@@ -78,18 +78,21 @@ def recurrent(phi_q, phi_k, v, key_weight=None, decay=None, initial_state=None, 
   return jnp.swapaxes(out, 0, 1), final
 
 
+INTER_CHUNK = ("scan", "parallel")
+
+
 def chunked(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int,
-            initial_state=None, normalizer="floor", reset=None):
+            initial_state=None, normalizer="floor", reset=None, inter_chunk="scan"):
   """The chunked form, normalised: returns (out: [B, L, H, dv] float32, final DecodeState).
   Arguments as in `chunked_sums`."""
   numerator, denominator, final = chunked_sums(phi_q, phi_k, v, key_weight, log_decay,
                                                chunk_size=chunk_size, initial_state=initial_state,
-                                               reset=reset)
+                                               reset=reset, inter_chunk=inter_chunk)
   return normalize(numerator, denominator, normalizer), final
 
 
 def chunked_sums(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size: int,
-                 initial_state=None, reset=None):
+                 initial_state=None, reset=None, inter_chunk="scan"):
   """Chunked form: exact, any length (padded to a multiple of `chunk_size` internally).
 
   Per chunk of C tokens with in-chunk cumulative log-decay b_i = sum_{r<=i} log a_r (<= 0):
@@ -99,8 +102,10 @@ def chunked_sums(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size
   and the same for the denominator with z. Every exponent is a non-positive difference, so no decay
   strength overflows. `reset: [B, L]` bool restarts the state before a token (packed sequences): a
   decay of exactly 0 across the restart, applied by masking the pairs (i, j) with a restart in
-  (j, i], never through exp(-inf). The chunk increments are batched matrix products; `lax.scan` over
-  chunks only carries S, so autodiff stores one state per chunk (O(L/C F dv)) and C x C weights
+  (j, i], never through exp(-inf). The chunk increments are batched matrix products; only the states
+  before each chunk, S_prev, run across chunks (`inter_chunk`: "scan", a `lax.scan` of N = L/C
+  sequential steps, or "parallel", cumulative sums of the increments, an `associative_scan` with
+  decays: log N steps), so autodiff stores one state per chunk (O(L/C F dv)) and C x C weights
   (O(L C)), never a state per token.
   key_weight: [B, L, H] or None; log_decay: [B, L, H] (log a_i <= 0) or None.
   Returns (numerator: [B, L, H, dv], denominator: [B, L, H] (float32), final DecodeState).
@@ -141,8 +146,9 @@ def chunked_sums(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size
     b = jnp.cumsum(to_chunks(log_decay.astype(jnp.float32)), axis=2)  # [B, N, C, H]
     b_last = b[:, :, -1]  # [B, N, H]
     bh = jnp.moveaxis(b, -1, 2)  # [B, N, H, C]
-    gap = jnp.where(visible, bh[..., :, None] - bh[..., None, :], 0.0)  # <= 0 where visible
-    scores = jnp.where(visible, scores * jnp.exp(gap), 0.0)
+    # b_i - b_j <= 0 wherever j <= i; the cap keeps the masked pairs (j > i) finite before the mask.
+    decay = jnp.exp(jnp.minimum(bh[..., :, None] - bh[..., None, :], 0.0))
+    scores = jnp.where(visible, scores * decay, 0.0)
     key_scale = pk * jnp.exp(b_last[:, :, None] - b)[..., None]
     query_scale = pq * jnp.exp(b)[..., None]
     chunk_decay = jnp.exp(b_last)
@@ -157,17 +163,46 @@ def chunked_sums(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size
   delta_s = jnp.einsum("bnjhf,bnjhd->nbhfd", key_scale, vc)
   delta_z = jnp.einsum("bnjhf->nbhf", key_scale)
 
-  def carry_state(state, chunk):
-    ds, dz, decay = chunk
-    prev = state
-    if decay is not None:
-      state = DecodeState(state.s * decay[..., None, None], state.z * decay[..., None])
-    return DecodeState(state.s + ds, state.z + dz), prev
-
   decays = None if chunk_decay is None else jnp.swapaxes(chunk_decay, 0, 1)
-  final, prev = jax.lax.scan(carry_state, initial_state, (delta_s, delta_z, decays))
+  prev, final = chunk_states(initial_state, delta_s, delta_z, decays, inter_chunk)
   inter_num = jnp.einsum("bnihf,nbhfd->bnihd", query_scale, prev.s)
   inter_den = jnp.einsum("bnihf,nbhf->bnih", query_scale, prev.z)
   numerator = (intra_num + inter_num).reshape(batch, num_chunks * chunk_size, heads, value_dim)
   denominator = (intra_den + inter_den).reshape(batch, num_chunks * chunk_size, heads)
   return numerator[:, :length], denominator[:, :length], final
+
+
+def chunk_states(initial_state, delta_s, delta_z, decays=None, inter_chunk="scan"):
+  """The state before each chunk and after the last: S_n = a_n S_{n-1} + dS_n over chunks n.
+
+  delta_s: [N, B, H, F, dv], delta_z: [N, B, H, F], decays a: [N, B, H] or None (= 1). Returns
+  (DecodeState of [N, ...]: the state before chunk n, final DecodeState). "scan": N sequential
+  steps; "parallel": S_n = A_n S_0 + sum_{m<=n} (A_n / A_m) dS_m as a cumulative sum, or with decays
+  an `associative_scan` of the maps x -> a x + b (composition: (a1, b1) then (a2, b2) is
+  (a1 a2, a2 b1 + b2)), which never divides by a cumulative decay.
+  """
+  if inter_chunk == "scan":
+    def carry_state(state, chunk):
+      ds, dz, decay = chunk
+      prev = state
+      if decay is not None:
+        state = DecodeState(state.s * decay[..., None, None], state.z * decay[..., None])
+      return DecodeState(state.s + ds, state.z + dz), prev
+
+    final, prev = jax.lax.scan(carry_state, initial_state, (delta_s, delta_z, decays))
+    return prev, final
+  if inter_chunk != "parallel":
+    raise ValueError(f"inter_chunk={inter_chunk!r}; expected one of {INTER_CHUNK}")
+  if decays is None:
+    s = initial_state.s + jnp.cumsum(delta_s, axis=0)
+    z = initial_state.z + jnp.cumsum(delta_z, axis=0)
+  else:
+    def compose(first, then):
+      (a1, s1, z1), (a2, s2, z2) = first, then
+      return a1 * a2, s1 * a2[..., None, None] + s2, z1 * a2[..., None] + z2
+
+    decay, s, z = jax.lax.associative_scan(compose, (decays, delta_s, delta_z), axis=0)
+    s = s + decay[..., None, None] * initial_state.s
+    z = z + decay[..., None] * initial_state.z
+  before = lambda x, first: jnp.concatenate([first[None], x[:-1]], axis=0)
+  return DecodeState(before(s, initial_state.s), before(z, initial_state.z)), DecodeState(s[-1], z[-1])

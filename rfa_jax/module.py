@@ -19,10 +19,11 @@ from flax.nnx.nn.attention import dot_product_attention
 from flax.nnx.nn.linear import default_kernel_init
 
 from rfa_jax.attention import decode_step, prefill, rfa, rfa_cross
-from rfa_jax.causal import DecodeState, init_decode_state
+from rfa_jax.causal import INTER_CHUNK, DecodeState, init_decode_state
 from rfa_jax.masks import MaskReading, check_representable, read_mask
 from rfa_jax.normalizer import check_normalizer
-from rfa_jax.random_features import FEATURE_MAPS, feature_dim, random_projection
+from rfa_jax.random_features import (FEATURE_MAPS, ORTHOGONAL_METHODS, feature_dim,
+                                     random_projection)
 from rfa_jax.reference import kernel_attention
 from rfa_jax.validation import check_window
 from rfa_jax.weights import rfa_weights, weights_of
@@ -72,10 +73,15 @@ class RFAAttention(nnx.Module):
     gate_bias_init: the initial b_g (gated): 0 starts every gate at 1/2, a memory of about two
       tokens; b starts it at sigmoid(b), about 1 + e^b tokens (e.g. 3: about 21).
     chunk_size: causal form; 1 = token recurrence, None = `rfa_jax.DEFAULT_CHUNK_SIZE`.
+    inter_chunk: how the chunked forms pass the state across chunks: "scan" (sequential) or
+      "parallel" (cumulative sums / an associative scan); the same result (`rfa_jax.rfa`).
     redraw: draw a fresh projection W at every training call, from the call's `rngs=` (an nnx.Rngs:
       stream 'projection', else 'dropout', else 'default'; or an RngStream or key), else from the
       kept stream. Evaluation and decoding always use the fixed projection.
     orthogonal: orthogonal random projections (`rfa_jax.random_projection`).
+    orthogonal_method: how training redraws orthogonal projections, "gram_schmidt" or "qr"
+      (`rfa_jax.random_projection`; the same distribution). Evaluation always uses Gram-Schmidt, so
+      a checkpoint evaluates the same whatever the method.
     sigma_init: initial value of the learned per-head sigma (an nnx.Param of shape [heads]).
     projection_seed: python int; the fixed evaluation projection W [heads, num_features, head_dim]
       is computed in the graph from it (part of the graph definition, not of the state), so a Params
@@ -141,7 +147,8 @@ class RFAAttention(nnx.Module):
                gated: bool = False, chunk_size: int | None = None, redraw: bool = True,
                orthogonal: bool = True, sigma_init: float = 1.0, projection_seed: int = 0,
                normalizer: str = "floor", exact_kernel: bool = False, window: int | None = None,
-               rfa_scale_init: float = 1.0, gate_bias_init: float = 0.0):
+               rfa_scale_init: float = 1.0, gate_bias_init: float = 0.0,
+               inter_chunk: str = "scan", orthogonal_method: str = "gram_schmidt"):
     if attention_fn is not dot_product_attention:
       raise ValueError(f"attention_fn={attention_fn!r} cannot be used: RFA replaces the attention "
                        "function with its linear-time kernel, which has no attention weights to hand "
@@ -158,6 +165,11 @@ class RFAAttention(nnx.Module):
       raise ValueError(f"feature_map={feature_map!r}; expected one of {FEATURE_MAPS}")
     check_normalizer(normalizer)
     check_window(window)
+    if inter_chunk not in INTER_CHUNK:
+      raise ValueError(f"inter_chunk={inter_chunk!r}; expected one of {INTER_CHUNK}")
+    if orthogonal_method not in ORTHOGONAL_METHODS:
+      raise ValueError(f"orthogonal_method={orthogonal_method!r}; expected one of "
+                       f"{ORTHOGONAL_METHODS}")
     if gated and not causal:
       raise ValueError("gated=True needs causal=True: the gate is a recency bias of causal attention")
     if gate_bias_init != 0.0 and not gated:
@@ -176,6 +188,7 @@ class RFAAttention(nnx.Module):
     self.causal, self.gated, self.chunk_size = causal, gated, chunk_size
     self.redraw, self.orthogonal, self.projection_seed = redraw, orthogonal, int(projection_seed)
     self.normalizer, self.exact_kernel, self.window = normalizer, exact_kernel, window
+    self.inter_chunk, self.orthogonal_method = inter_chunk, orthogonal_method
 
     def linear(features_in, features_out, **kwargs):
       return nnx.LinearGeneral(features_in, features_out, dtype=dtype, param_dtype=param_dtype,
@@ -220,7 +233,7 @@ class RFAAttention(nnx.Module):
 
   def _draw_projection(self, key):
     return _random_projection(key, self.num_heads, self.num_features, self.head_dim,
-                              orthogonal=self.orthogonal)
+                              orthogonal=self.orthogonal, orthogonal_method=self.orthogonal_method)
 
   def init_cache(self, input_shape, dtype=jnp.float32):
     """Creates the decode state for inputs (batch, max_length, features): zero S, z (float32; `dtype` is
@@ -338,7 +351,7 @@ class RFAAttention(nnx.Module):
         if cross or k.shape[1] != q.shape[1]:
           return rfa_cross(q, k, v, projection, key_mask=key_mask, **segments, **options)
         return rfa(q, k, v, projection, causal=causal, key_mask=key_mask, gate=gate,
-                   chunk_size=self.chunk_size, **segments, **options)
+                   chunk_size=self.chunk_size, inter_chunk=self.inter_chunk, **segments, **options)
 
       out = _unpacked_where_possible(attend, segments, reading.packed)
     if sow_weights:
@@ -427,7 +440,8 @@ class RFAAttention(nnx.Module):
       out = out[:, None]
     else:
       state, out = prefill(state, q, k, v, projection, key_mask=key_mask, gate=gate,
-                           chunk_size=self.chunk_size, segment_ids=segment_ids, **options)
+                           chunk_size=self.chunk_size, segment_ids=segment_ids,
+                           inter_chunk=self.inter_chunk, **options)
     self.cached_s[...], self.cached_z[...] = state.s, state.z
     if self.window is not None:
       self.cached_window_k[...], self.cached_window_v[...] = state.window_k, state.window_v
@@ -438,7 +452,7 @@ class RFAAttention(nnx.Module):
 
 # One compiled program per shape (eagerly, the Gram-Schmidt steps would dispatch op by op).
 _random_projection = jax.jit(random_projection, static_argnums=(1, 2, 3),
-                             static_argnames=("orthogonal",))
+                             static_argnames=("orthogonal", "orthogonal_method"))
 
 
 @functools.lru_cache(maxsize=64)

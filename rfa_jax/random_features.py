@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 FEATURE_MAPS = ("gaussian", "arccos", "positive")
+ORTHOGONAL_METHODS = ("gram_schmidt", "qr")
 
 # pi/2 = _PIO2_HI + _PIO2_LO, _PIO2_HI with 8 significant bits so n * _PIO2_HI is exact for |n| < 2^16.
 _PIO2_HI = np.float32(1.5703125)
@@ -20,20 +21,27 @@ _COS = tuple(np.float32(c) for c in (4.166664568298827e-2, -1.388731625493765e-3
 
 
 def random_projection(key, num_heads: int, num_features: int, head_dim: int, *,
-                      orthogonal: bool = True, dtype=jnp.float32) -> jax.Array:
+                      orthogonal: bool = True, dtype=jnp.float32,
+                      orthogonal_method: str = "gram_schmidt") -> jax.Array:
   """Draws `W: [num_heads, num_features, head_dim]` whose rows are marginally N(0, I).
 
   `orthogonal=False`: iid Gaussian rows. `orthogonal=True` (Yu et al., 2016): rows come in blocks of
   `head_dim` mutually orthogonal rows, the last block truncated; a block is a Haar-distributed orthogonal
   matrix (QR of a Gaussian matrix with the signs of R's diagonal folded into Q) whose rows are rescaled by
   independent chi(head_dim) norms, so each row is exactly N(0, I) while rows of a block are orthogonal.
+  `orthogonal_method`: how Q is computed, "gram_schmidt" (matrix products in a `lax.scan` of
+  head_dim steps) or "qr" (`jnp.linalg.qr`, one batched factorisation); the same distribution, and
+  the same W up to float rounding.
   """
+  if orthogonal_method not in ORTHOGONAL_METHODS:
+    raise ValueError(f"orthogonal_method={orthogonal_method!r}; expected one of {ORTHOGONAL_METHODS}")
   if not orthogonal:
     return jax.random.normal(key, (num_heads, num_features, head_dim), jnp.float32).astype(dtype)
   num_blocks = -(-num_features // head_dim)
   block_key, norm_key = jax.random.split(key)
   gaussian = jax.random.normal(block_key, (num_heads, num_blocks, head_dim, head_dim), jnp.float32)
-  directions = jnp.swapaxes(_orthonormal_columns(gaussian), -1, -2).reshape(num_heads, num_blocks * head_dim, head_dim)
+  orthonormal = _orthonormal_columns if orthogonal_method == "gram_schmidt" else _householder_q
+  directions = jnp.swapaxes(orthonormal(gaussian), -1, -2).reshape(num_heads, num_blocks * head_dim, head_dim)
   directions = directions[:, :num_features]
   norms = jnp.linalg.norm(
       jax.random.normal(norm_key, (num_heads, num_features, head_dim), jnp.float32), axis=-1)
@@ -55,6 +63,14 @@ def _orthonormal_columns(a: jax.Array) -> jax.Array:
 
   q, _ = jax.lax.scan(add_column, jnp.zeros_like(a), jnp.arange(a.shape[-1]))
   return q
+
+
+def _householder_q(a: jax.Array) -> jax.Array:
+  """Q of a = QR with R's diagonal positive, for square a [..., n, n], by `jnp.linalg.qr` (the signs of
+  R's diagonal folded into Q). The draw needs no gradient, so none flows through the factorisation."""
+  q, r = jnp.linalg.qr(jax.lax.stop_gradient(a))
+  signs = jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))
+  return q * jnp.where(signs == 0, 1.0, signs)[..., None, :]
 
 
 @jax.custom_jvp

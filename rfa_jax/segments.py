@@ -64,7 +64,8 @@ def key_mask_of(key_mask, segment_ids):
   return real if key_mask is None else key_mask & real
 
 
-def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size, normalizer="floor"):
+def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size, normalizer="floor",
+            inter_chunk="scan"):
   """out_i = normalize(sum_{j: id_j = id_i} phi_q_i . phi_k_j v_j, sum_{same j} phi_q_i . phi_k_j).
 
   phi_q: [B, Lq, H, F], query_ids: [B, Lq]; phi_k: [B, Lk, H, F], v: [B, Lk, H, dv], key_ids: [B, Lk],
@@ -89,7 +90,7 @@ def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size,
   numerator, denominator, _ = chunked_sums(
       merged(zeros(k_len, phi_q), phi_q), merged(phi_k, zeros(q_len, phi_k)),
       merged(v.astype(jnp.float32), zeros(q_len, v)), reset=restarts(sorted_ids),
-      chunk_size=chunk_size)
+      chunk_size=chunk_size, inter_chunk=inter_chunk)
   where = jnp.argsort(order, axis=1)[:, k_len:]  # each query's place in the sorted order
   numerator = jnp.take_along_axis(numerator, where[:, :, None, None], axis=1)
   denominator = jnp.take_along_axis(denominator, where[:, :, None], axis=1)

@@ -6,6 +6,7 @@ import warnings
 import jax
 import numpy as np
 
+from rfa_jax.causal import INTER_CHUNK
 from rfa_jax.normalizer import check_normalizer
 from rfa_jax.random_features import FEATURE_MAPS
 from rfa_jax.segments import check_segment_ids
@@ -70,7 +71,8 @@ def check_window(window):
 
 def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=False, key_mask=None,
                          gate=None, chunk_size=None, cross=False, normalizer="floor", window=None,
-                         rfa_scale=1.0, segment_ids=None, key_segment_ids=None):
+                         rfa_scale=1.0, segment_ids=None, key_segment_ids=None,
+                         inter_chunk="scan"):
   """Validates the arguments of `rfa` (cross=False) and `rfa_cross` (cross=True)."""
   layout = "[batch, length, heads, head_dim]"
   check_rank("q", q, 4, layout)
@@ -99,6 +101,9 @@ def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=Fals
     check_gate_values("gate", gate)
   if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
     raise ValueError(f"chunk_size={chunk_size!r}; expected a positive integer (1 = token recurrence)")
+  if inter_chunk not in INTER_CHUNK:
+    raise ValueError(f"inter_chunk={inter_chunk!r}; expected one of {INTER_CHUNK} (how the chunked "
+                     "forms pass the state across chunks)")
   if cross and (segment_ids is None) != (key_segment_ids is None):
     raise ValueError("cross attention takes segment_ids (the queries') and key_segment_ids (the "
                      "keys') together: pass both, or neither")

@@ -59,6 +59,31 @@ def test_causal_matches_reference(kind, gated, chunk_size):
   _assert_matches_reference(fast, ref, q, k, v, gate)
 
 
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("packed", [False, True])
+def test_parallel_inter_chunk_pass_equals_the_scan(gated, packed):
+  """inter_chunk="parallel" (cumulative sums / an associative scan over chunks) against "scan" and
+  the reference, forward and gradients, from a non-zero state (prefill), with and without
+  restarts."""
+  q, k, v, projection, gate, _ = _inputs(seed=5)
+  gate = gate if gated else None
+  ids = jnp.array([[1] * 6 + [2] * 3 + [3] * 4, [1] * 9 + [0] * 4]) if packed else None
+  options = dict(causal=True, gate=gate, segment_ids=ids)
+  run = lambda form: jax.jit(lambda q, k, v, g: rfa_jax.rfa(
+      q, k, v, projection, chunk_size=3, inter_chunk=form, **dict(options, gate=g)))
+  ref = lambda q, k, v, g: rfa_jax.rfa_reference(q, k, v, projection, **dict(options, gate=g))
+  _assert_matches_reference(run("parallel"), run("scan"), q, k, v, gate, atol=1e-5)
+  _assert_matches_reference(run("parallel"), ref, q, k, v, gate)
+  start = rfa_jax.init_decode_state(B, H, 2 * F, DV)
+  start = start._replace(s=start.s + 0.3, z=start.z + 0.2)
+  states = [rfa_jax.prefill(start, q, k, v, projection, gate=gate, chunk_size=4, segment_ids=ids,
+                            inter_chunk=form) for form in ("scan", "parallel")]
+  for got, want in zip(jax.tree.leaves(states[1]), jax.tree.leaves(states[0])):
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+  with pytest.raises(ValueError, match="inter_chunk='tree'; expected one of"):
+    rfa_jax.rfa(q, k, v, projection, causal=True, inter_chunk="tree")
+
+
 def test_cross_attention_matches_reference():
   q, k, v, projection, _, mask = _inputs()
   q = q[:, :7]

@@ -271,3 +271,26 @@ def test_gate_bias_init_sets_the_initial_memory():
   np.testing.assert_allclose(gate, jax.nn.sigmoid(3.0), rtol=1e-6)
   with pytest.raises(ValueError, match="gate_bias_init=3.0 needs gated=True"):
     _module(causal=True, gate_bias_init=3.0)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_module_speed_options_keep_what_it_computes(gated):
+  """inter_chunk="parallel" and orthogonal_method="qr" change how, not what: the same output, and a
+  jitted training step with redraws from QR has finite gradients and new features every call."""
+  x = jax.random.normal(jax.random.PRNGKey(4), (B, L, 12))
+  plain = _module(causal=True, gated=gated, chunk_size=4)
+  fast = _module(causal=True, gated=gated, chunk_size=4, inter_chunk="parallel",
+                 orthogonal_method="qr")
+  np.testing.assert_allclose(fast(x), plain(x), atol=1e-5)  # evaluation projections are equal
+
+  @nnx.jit
+  def loss_and_grad(module, key):
+    loss = lambda module: jnp.mean(module(x, deterministic=False, rngs=nnx.Rngs(key)) ** 2)
+    return nnx.value_and_grad(loss)(module)
+
+  (first, grads), (second, _) = (loss_and_grad(fast, jax.random.PRNGKey(i)) for i in (1, 2))
+  assert first != second and all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  with pytest.raises(ValueError, match="inter_chunk='tree'"):
+    _module(inter_chunk="tree")
+  with pytest.raises(ValueError, match="orthogonal_method='svd'"):
+    _module(orthogonal_method="svd")

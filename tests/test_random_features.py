@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import rfa_jax
-from rfa_jax.random_features import _orthonormal_columns, _sin_cos, arccos_kernel, gaussian_kernel
+from rfa_jax.random_features import (_householder_q, _orthonormal_columns, _sin_cos, arccos_kernel,
+                                     gaussian_kernel)
 
 
 def _normal_cdf(x):
@@ -29,20 +30,23 @@ def test_projection_shape_and_dtype(orthogonal):
   assert w.shape == (3, 20, 8) and w.dtype == jnp.bfloat16
 
 
-def test_orthogonal_blocks_are_orthogonal():
-  w = np.asarray(rfa_jax.random_projection(jax.random.PRNGKey(1), 2, 20, 8))
+@pytest.mark.parametrize("method", ["gram_schmidt", "qr"])
+def test_orthogonal_blocks_are_orthogonal(method):
+  w = np.asarray(rfa_jax.random_projection(jax.random.PRNGKey(1), 2, 20, 8,
+                                           orthogonal_method=method))
   for block in (w[:, 0:8], w[:, 8:16], w[:, 16:20]):
     gram = block @ np.swapaxes(block, -1, -2)
     off_diagonal = gram - np.eye(gram.shape[-1]) * np.diagonal(gram, axis1=-2, axis2=-1)[..., None]
     assert np.abs(off_diagonal).max() < 1e-4
 
 
-@pytest.mark.parametrize("orthogonal", [False, True])
-def test_rows_are_marginally_standard_normal(orthogonal):
+@pytest.mark.parametrize("orthogonal, method", [(False, "gram_schmidt"), (True, "gram_schmidt"),
+                                                (True, "qr")])
+def test_rows_are_marginally_standard_normal(orthogonal, method):
   """Every row position, including the first row of a block (biased by an uncorrected QR), is N(0, I)."""
   dim = 4
   w = np.asarray(rfa_jax.random_projection(jax.random.PRNGKey(2), 4000, dim, dim,
-                                           orthogonal=orthogonal))  # 4000 independent blocks
+                                           orthogonal=orthogonal, orthogonal_method=method))
   for row in range(dim):
     rows = w[:, row]  # [4000, dim]
     assert np.abs(rows.mean(0)).max() < 4 / math.sqrt(4000), rows.mean(0)
@@ -132,11 +136,21 @@ def test_unknown_feature_map_is_rejected():
     rfa_jax.feature_map(jnp.ones((1, 2)), jnp.ones((1, 3, 2)), "relu")
 
 
-def test_orthonormal_columns_is_qr_with_positive_diagonal():
+@pytest.mark.parametrize("orthonormal", [_orthonormal_columns, _householder_q])
+def test_orthonormal_columns_is_qr_with_positive_diagonal(orthonormal):
   a = jax.random.normal(jax.random.PRNGKey(3), (2, 64, 64))
   q, r = np.linalg.qr(np.asarray(a, np.float64))
   q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
-  np.testing.assert_allclose(_orthonormal_columns(a), q, atol=2e-6)
+  np.testing.assert_allclose(orthonormal(a), q, atol=2e-6)
+
+
+def test_both_orthogonal_methods_draw_the_same_projection():
+  """The methods differ in rounding only: same key, same W; an unknown method is refused."""
+  draw = lambda method: rfa_jax.random_projection(jax.random.PRNGKey(4), 3, 80, 16,
+                                                  orthogonal_method=method)
+  np.testing.assert_allclose(draw("qr"), draw("gram_schmidt"), atol=2e-5)
+  with pytest.raises(ValueError, match="orthogonal_method='svd'; expected one of"):
+    draw("svd")
 
 
 def test_positive_features_are_positive_and_estimate_small_kernel_values_closely():

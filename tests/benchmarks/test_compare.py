@@ -1,33 +1,29 @@
-"""benchmarks.compare: form-by-form ratios of two code versions' kernel benchmark runs."""
+"""benchmarks.compare: the library at another commit beside the checkout's, in one process."""
 
 import json
+import sys
 
 import pytest
 
 from benchmarks import compare
 
 
-def _run(folder, times, memory=100):
-  folder.mkdir()
-  rows = [dict(form="rfa", label="rfa", length=n, mode="fwd_bwd", median_s=t, memory_bytes=memory)
-          for n, t in times.items()]
-  rows.append(dict(form="softmax", label="softmax", length=64, mode="fwd_bwd", skipped="budget"))
-  (folder / "results.json").write_text(json.dumps({"rows": rows}))
-  return str(folder)
+def test_a_commit_against_the_checkout(tmp_path):
+  """HEAD's library against the checkout's: both import side by side, and time and memory ratios
+  are reported per form and length."""
+  compare.main(["--base", "HEAD", "--lengths", "64", "--forms", "rfa", "rfa gated chunked",
+                "--heads", "2", "--head-dim", "8", "--num-features", "8", "--repeats", "3",
+                "--out", str(tmp_path)])
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert [(r["form"], r["length"]) for r in results["rows"]] == [("rfa", 64),
+                                                                ("rfa gated chunked", 64)]
+  for row in results["rows"]:
+    assert row["time_ratio"] > 0 and len(row["base"]["times_s"]) == 3
+    assert row["memory_ratio"] == pytest.approx(1.0, abs=0.2)
+  assert compare.BASE_NAME in sys.modules and "| rfa gated chunked | 64 |" in \
+      (tmp_path / "results.md").read_text()
 
 
-def test_ratios_use_the_median_of_the_runs_medians(tmp_path):
-  base = [_run(tmp_path / "b0", {64: 1.0, 128: 2.0}), _run(tmp_path / "b1", {64: 3.0, 128: 2.0})]
-  new = [_run(tmp_path / "n0", {64: 1.0, 256: 5.0}, memory=50)]
-  compare.main(["--base", *base, "--new", *new, "--out", str(tmp_path / "out")])
-  result = json.loads((tmp_path / "out" / "results.json").read_text())
-  (row,) = result["rows"]  # only (rfa, 64, fwd_bwd) is in both; skipped rows are left out
-  assert row["length"] == 64 and row["base"]["median_s"] == 2.0 and row["base"]["spread_s"] == 2.0
-  assert row["time_ratio"] == 0.5 and row["memory_ratio"] == 0.5
-  assert "| rfa | 64 | fwd_bwd | 2000.00 (2000.00) | 1000.00 (0.00) | 0.50 | 0.50 |" in \
-      (tmp_path / "out" / "results.md").read_text()
-
-
-def test_a_folder_without_results_is_named(tmp_path):
-  with pytest.raises(FileNotFoundError, match="nowhere/results.json does not exist"):
-    compare.main(["--base", str(tmp_path / "nowhere"), "--new", str(tmp_path)])
+def test_an_unknown_commit_is_named(tmp_path):
+  with pytest.raises(ValueError, match="git archive no-such-commit rfa_jax failed"):
+    compare.main(["--base", "no-such-commit", "--lengths", "64", "--out", str(tmp_path)])
