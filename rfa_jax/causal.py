@@ -148,7 +148,7 @@ def chunked_sums(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size
     bh = jnp.moveaxis(b, -1, 2)  # [B, N, H, C]
     # b_i - b_j <= 0 wherever j <= i; the cap keeps the masked pairs (j > i) finite before the mask.
     decay = jnp.exp(jnp.minimum(bh[..., :, None] - bh[..., None, :], 0.0))
-    scores = jnp.where(visible, scores * decay, 0.0)
+    scores = scores * jnp.where(visible, decay, 0.0)
     key_scale = pk * jnp.exp(b_last[:, :, None] - b)[..., None]
     query_scale = pq * jnp.exp(b)[..., None]
     chunk_decay = jnp.exp(b_last)
