@@ -126,7 +126,7 @@ def _identity_from_path(path: pathlib.Path):
 
 def variant(config: dict) -> str:
   """A run's row name: its attention, with the attention options that differ from the registry's
-  defaults and stateful LM training, e.g. "rfa_gaussian (gated=True, window=32)"."""
+  defaults, stateful LM training and packed documents, e.g. "rfa_gaussian (gated=True, window=32)"."""
   name = config.get("attention")
   try:
     defaults = attention_registry.default_options(name)
@@ -139,6 +139,8 @@ def variant(config: dict) -> str:
   if task_options.get("stateful"):
     changed.append("stateful" + (f", stream_segments={task_options['stream_segments']}"
                                  if task_options.get("stream_segments") else ""))
+  if task_options.get("pack_documents"):
+    changed.append("packed documents")
   return f"{name} ({', '.join(changed)})" if changed else name
 
 

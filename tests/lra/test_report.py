@@ -246,3 +246,5 @@ def test_runs_are_named_by_attention_and_the_options_that_differ_from_its_defaul
                              task_options=dict(stateful=True, stream_segments=8))) == \
       "rfa_gaussian (feature_map=positive, window=32, stateful, stream_segments=8)"
   assert report.variant(dict(attention="softmax", model=dict(attention_options={}))) == "softmax"
+  assert report.variant(dict(attention="softmax", model=dict(attention_options={}),
+                             task_options=dict(pack_documents=True))) == "softmax (packed documents)"
