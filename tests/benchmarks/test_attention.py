@@ -13,6 +13,7 @@ from benchmarks import attention as benchmark
 FORMS = ("softmax", "rfa", "softmax causal", "rfa causal token scan", "rfa causal chunked C=32",
          "rfa gated chunked C=32", "rfa positive features", "rfa + window 32",
          "rfa causal chunked C=32 + window 32", "rfa gated chunked C=32 + window 32",
+         "rfa causal chunked C=32 parallel", "rfa gated chunked C=32 parallel",
          "rfa packed (4 sequences a row)", "rfa causal chunked C=32 packed",
          "rfa gated chunked C=32 packed")
 
@@ -35,7 +36,9 @@ def test_quick_run_writes_every_row(tmp_path):
   assert all(c["status"] in ("PASS", "MISS") for c in results["checks"])
   assert results["bf16"]["max_relative_error"] < 0.03
   assert results["peak_flops_per_s"] > 0 and results["machine"]["jax_version"]
-  for name in FORMS + DECODERS + ("Targets", "rfa_gated_packed / rfa_gated_chunked: time"):
+  assert [r["form"] for r in results["redraw"]] == ["redraw_gram_schmidt", "redraw_qr"]
+  for name in FORMS + DECODERS + ("Targets", "rfa_gated_packed / rfa_gated_chunked: time",
+                                  "rfa_gated_parallel / rfa_gated_chunked: time"):
     assert f"| {name} |" in table or name in table
   assert not list(tmp_path.glob("*.tmp"))
 

@@ -15,7 +15,9 @@ from benchmarks import gpu_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FORMS = {"softmax", "rfa", "softmax_causal", "rfa_causal_scan", "rfa_causal_chunked",
-         "rfa_gated_chunked", "rfa_positive", "rfa_window", "rfa_causal_window", "rfa_gated_window"}
+         "rfa_gated_chunked", "rfa_positive", "rfa_window", "rfa_causal_window", "rfa_gated_window",
+         "rfa_causal_parallel", "rfa_gated_parallel", "rfa_packed", "rfa_causal_packed",
+         "rfa_gated_packed"}
 # What the GPU machine lacks (docs/gpu.md); .whl/ brings some of them for the harness and training.
 ABSENT = ("ml_collections", "tensorflow_datasets", "grain", "tensorboardX", "fla")
 BLOCKER = """
@@ -56,6 +58,8 @@ def test_quick_check_runs_every_step(tmp_path):
   assert kernels["matmul_peak"]["warmed_s"] >= gpu_check.MATMUL_WARMUP_S
   assert {r["form"] for r in kernels["decode"]} == {"rfa_decode", "rfa_positive_decode",
                                                     "rfa_window_decode", "softmax_decode"}
+  assert [r["form"] for r in kernels["redraw"]] == ["redraw_gram_schmidt", "redraw_qr"]
+  assert "Parallel / scanned state across chunks" in table and "Projection redraw" in table
   assert results["torch"]["rows"] or results["torch"]["skipped"]
   harness = {r["attention"]: r for r in results["harness"]["rows"]}
   assert harness["rfa_gaussian"]["steps_per_sec"] > 0 and "speedup" in harness["rfa_gaussian"]

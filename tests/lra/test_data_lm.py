@@ -175,7 +175,8 @@ def test_source_options_are_checked():
     data.load_task("lm", data_dir="x", max_length=8, files="a.txt")
   with pytest.raises(ValueError, match="reads <data_dir>/enwik8"):
     lm.read_corpus("enwik8", data_dir="")
-  with pytest.raises(ValueError, match=r"\['source', 'files', 'stateful', 'stream_segments'\]"):
+  with pytest.raises(ValueError, match=r"\['source', 'files', 'stateful', 'stream_segments', "
+                                       r"'pack_documents'\]"):
     data.load_task("lm", data_dir="x", max_length=8, vocab=3)
   with pytest.raises(ValueError, match="max_length=0"):
     data.load_task("lm", data_dir="x", max_length=0)
