@@ -45,8 +45,8 @@ def _assert_sequences_alone(packed, alone, query_ids):
       np.testing.assert_allclose(packed[row, where], alone(row, seq, where), atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("causal, gated", [(False, False), (True, False), (True, True)])
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("causal, gated, jit", [(False, False, True), (True, False, True),
+                                                (True, True, True), (True, False, False)])
 def test_self_attention_mask_gives_each_sequence_alone(causal, gated, jit):
   module = _module(causal=causal, gated=gated)
   x, mask = _x(0, DECODER.shape[1]), self_mask(DECODER, causal)
@@ -55,7 +55,8 @@ def test_self_attention_mask_gives_each_sequence_alone(causal, gated, jit):
             lambda module, x, m: module(x, mask=m))(module, x, mask)
   _assert_sequences_alone(packed, lambda row, seq, where: call(x[row:row + 1, where], None)[0],
                           DECODER)
-  grads = nnx.grad(lambda module, x: jnp.sum(module(x, mask=mask) ** 2), argnums=(0, 1))(module, x)
+  grads = nnx.jit(nnx.grad(lambda module, x: jnp.sum(module(x, mask=mask) ** 2),
+                           argnums=(0, 1)))(module, x)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 
@@ -72,7 +73,8 @@ def test_cross_attention_mask_gives_each_pair_alone(jit):
     return module(x[row:row + 1, where], encoded[row:row + 1, keys])[0]
 
   _assert_sequences_alone(packed, alone, DECODER)
-  grads = jax.grad(lambda x, e: jnp.sum(module(x, e, mask=mask) ** 2), argnums=(0, 1))(x, encoded)
+  grads = jax.jit(jax.grad(lambda x, e: jnp.sum(module(x, e, mask=mask) ** 2),
+                           argnums=(0, 1)))(x, encoded)
   assert all(np.isfinite(g).all() for g in grads)
 
 

@@ -145,7 +145,7 @@ def documents(tmp_path_factory):
   return ",".join(paths)
 
 
-@pytest.mark.parametrize("arg", ["softmax", "rfa_gaussian,gated", "rfa_gaussian,recommended"])
+@pytest.mark.parametrize("arg", ["softmax", "rfa_gaussian,recommended"])
 def test_packed_documents_attend_within_each_document(documents, arg):
   """A packed row gives each document, at every position, what the document alone gives."""
   config = tiny_config(documents, arg, **{"task_options.stateful": False,
