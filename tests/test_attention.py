@@ -59,8 +59,7 @@ def test_causal_matches_reference(kind, gated, chunk_size):
   _assert_matches_reference(fast, ref, q, k, v, gate)
 
 
-@pytest.mark.parametrize("gated", [False, True])
-@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("gated, packed", [(False, False), (True, True)])
 def test_parallel_inter_chunk_pass_equals_the_scan(gated, packed):
   """inter_chunk="parallel" (cumulative sums / an associative scan over chunks) against "scan" and
   the reference, forward and gradients, from a non-zero state (prefill), with and without

@@ -47,10 +47,9 @@ def _check(fast, reference, args, atol=2e-5):
 
 
 @pytest.mark.parametrize("gated", [False, True])
-@pytest.mark.parametrize("chunk_size", [1, 3, 5, 64])
+@pytest.mark.parametrize("chunk_size", [1, 3, 5])
 def test_causal_matches_block_diagonal_reference(gated, chunk_size):
-  """Every layout; chunk sizes that split sequences (3), align with the first boundary (5) or hold
-  the row (64)."""
+  """Every layout; chunk sizes that split sequences (3) or align with the first boundary (5)."""
   q, k, v, gate, projection = _inputs(chunk_size, batch=len(LAYOUTS))
   options = dict(sigma=1.3, causal=True, segment_ids=LAYOUTS)
   fast = jax.jit(lambda q, k, v, g: rfa_jax.rfa(q, k, v, projection, gate=g if gated else None,
@@ -125,10 +124,11 @@ def test_decoding_restarts_like_segment_ids(window):
   expected = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate, segment_ids=ids, **options)
   start = lambda: rfa_jax.init_decode_state(B, H, 2 * F, DV, window=window, head_dim=D)
   state, reset = start(), restarts(ids)
+  step = jax.jit(lambda state, q, k, v, g, r: rfa_jax.decode_step(
+      state, q, k, v, projection, gate_t=g, reset_t=r, **options))
   outs = []
   for t in range(L):
-    state, out = rfa_jax.decode_step(state, q[:, t], k[:, t], v[:, t], projection, gate_t=gate[:, t],
-                                     reset_t=reset[:, t], **options)
+    state, out = step(state, q[:, t], k[:, t], v[:, t], gate[:, t], reset[:, t])
     outs.append(out)
   np.testing.assert_allclose(jnp.stack(outs, 1), expected, atol=2e-5, rtol=1e-4)
   prefilled, out = rfa_jax.prefill(start(), q, k, v, projection, gate=gate, segment_ids=ids,
