@@ -273,7 +273,7 @@ def test_gate_bias_init_sets_the_initial_memory():
     _module(causal=True, gate_bias_init=3.0)
 
 
-@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("gated", [True])
 def test_module_speed_options_keep_what_it_computes(gated):
   """inter_chunk="parallel" and orthogonal_method="qr" change how, not what: the same output, and a
   jitted training step with redraws from QR has finite gradients and new features every call."""

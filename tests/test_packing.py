@@ -78,7 +78,7 @@ def test_cross_attention_mask_gives_each_pair_alone(jit):
   assert all(np.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("causal", [True])
 def test_explicit_segment_ids_match_the_mask_and_win_over_it(causal):
   module = _module(causal=causal)
   x = _x(3, DECODER.shape[1])
