@@ -29,22 +29,29 @@ DEFAULT_CHUNK_SIZE = 64
 def _noncausal(phi_q, phi_k, v, key_weight=None, normalizer="floor"):
   """out_i = normalize(phi_q_i^T S, phi_q_i . z), S = sum_j c_j phi_k_j v_j^T, z = sum_j c_j phi_k_j.
 
-  phi_q: [B, Lq, H, F], phi_k: [B, Lk, H, F], v: [B, Lk, H, dv], key_weight c: [B, Lk, H] or None.
+  Heads first: phi_q: [B, H, Lq, F], phi_k: [B, H, Lk, F], v: [B, H, Lk, dv], key_weight c:
+  [B, H or 1, Lk] or None. Returns [B, H, Lq, dv].
   """
   if key_weight is not None:
     phi_k = phi_k * key_weight[..., None]
-  s = jnp.einsum("bjhf,bjhd->bhfd", phi_k, v.astype(jnp.float32))
-  z = jnp.sum(phi_k, axis=1)
-  return normalize(jnp.einsum("bihf,bhfd->bihd", phi_q, s), jnp.einsum("bihf,bhf->bih", phi_q, z),
+  s = jnp.einsum("bhjf,bhjd->bhfd", phi_k, v)
+  z = jnp.sum(phi_k, axis=2)
+  return normalize(jnp.einsum("bhif,bhfd->bhid", phi_q, s), jnp.einsum("bhif,bhf->bhi", phi_q, z),
                    normalizer)
 
 
 def _mask_padding(k, v, key_mask):
-  """Zeros padded keys and values so that whatever they hold cannot reach the output (or its grad)."""
+  """Zeros padded keys and values so that whatever they hold cannot reach the output (or its grad);
+  returns (k, v, key weights [B, 1, L] float32 or None)."""
   if key_mask is None:
     return k, v, None
   keep = key_mask[:, :, None, None]
-  return jnp.where(keep, k, 0), jnp.where(keep, v, 0), key_mask[..., None].astype(jnp.float32)
+  return jnp.where(keep, k, 0), jnp.where(keep, v, 0), key_mask[:, None].astype(jnp.float32)
+
+
+def _heads_first(x):
+  """[B, L, H, ...] <-> [B, H, L, ...]: the public layout <-> the heads-first one of the RFA forms."""
+  return jnp.swapaxes(x, 1, 2)
 
 
 def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
@@ -75,17 +82,18 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
   key_mask = key_mask_of(key_mask, segment_ids)
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
+  values = _heads_first(v.astype(jnp.float32))
   if causal:
     reset = None if segment_ids is None else restarts(segment_ids)
-    out, _ = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, None, normalizer, reset,
+    out, _ = _causal(phi_q, phi_k, values, key_weight, gate, chunk_size, None, normalizer, reset,
                      inter_chunk)
   elif segment_ids is not None:
-    out = grouped(phi_q, segment_ids, phi_k, v, segment_ids, key_weight,
+    out = grouped(phi_q, segment_ids, phi_k, values, segment_ids, key_weight,
                   chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer,
                   inter_chunk=inter_chunk)
   else:
-    out = _noncausal(phi_q, phi_k, v, key_weight, normalizer)
-  out = scale_heads(out, rfa_scale)
+    out = _noncausal(phi_q, phi_k, values, key_weight, normalizer)
+  out = scale_heads(_heads_first(out), rfa_scale)
   if window is not None:
     out = out + window_attention(q, k, v.astype(jnp.float32), window=window, causal=causal,
                                  key_mask=key_mask, segment_ids=segment_ids)
@@ -94,17 +102,18 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
 
 def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normalizer, reset=None,
             inter_chunk="scan"):
-  """Dispatches to the token recurrence (chunk_size=1) or the chunked form; returns (out, state).
+  """Dispatches to the token recurrence (chunk_size=1) or the chunked form; returns (out, state), out
+  heads first. phi_q, phi_k, v, key_weight heads first (`_noncausal`), gate: [B, L, H] or None;
   reset: [B, L] bool or None, where the state restarts (packed sequences)."""
   log_decay = None
   if gate is not None:
-    gate = gate.astype(jnp.float32)
+    gate = jnp.swapaxes(gate.astype(jnp.float32), 1, 2)  # [B, H, L]
     key_weight = (1 - gate) if key_weight is None else key_weight * (1 - gate)
     log_decay = jnp.log(gate)
   if chunk_size == 1:
     decay = gate
     if reset is not None:
-      decay = jnp.where(reset[..., None], 0.0, 1.0 if gate is None else gate)
+      decay = jnp.where(reset[:, None], 0.0, 1.0 if gate is None else gate)
     return causal_forms.recurrent(phi_q, phi_k, v, key_weight, decay, initial_state, normalizer)
   return causal_forms.chunked(phi_q, phi_k, v, key_weight, log_decay, initial_state=initial_state,
                               chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer,
@@ -132,11 +141,11 @@ def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, ke
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   reset = None if segment_ids is None else restarts(segment_ids)
-  out, rfa_state = _causal(phi_q, phi_k, v, key_weight, gate, chunk_size,
-                           causal_forms.DecodeState(state.s, state.z), normalizer, reset,
+  out, rfa_state = _causal(phi_q, phi_k, _heads_first(v.astype(jnp.float32)), key_weight, gate,
+                           chunk_size, causal_forms.DecodeState(state.s, state.z), normalizer, reset,
                            inter_chunk)
   state = state._replace(s=rfa_state.s, z=rfa_state.z)
-  out = scale_heads(out, rfa_scale)
+  out = scale_heads(_heads_first(out), rfa_scale)
   if window is not None:
     past = window - 1  # the cached keys sit just before the new ones
     kept = jnp.ones(q.shape[:2], bool) if key_mask is None else key_mask
@@ -192,11 +201,12 @@ def rfa_cross(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mas
                        segment_ids=segment_ids, key_segment_ids=key_segment_ids)
   k, v, key_weight = _mask_padding(k, v, key_mask_of(key_mask, key_segment_ids))
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
+  values = _heads_first(v.astype(jnp.float32))
   if segment_ids is None:
-    return _noncausal(phi_q, phi_k, v, key_weight, normalizer).astype(v.dtype)
-  out = grouped(phi_q, segment_ids, phi_k, v, key_segment_ids, key_weight,
+    return _heads_first(_noncausal(phi_q, phi_k, values, key_weight, normalizer)).astype(v.dtype)
+  out = grouped(phi_q, segment_ids, phi_k, values, key_segment_ids, key_weight,
                 chunk_size=DEFAULT_CHUNK_SIZE, normalizer=normalizer)
-  return zero_padding(out, segment_ids).astype(v.dtype)
+  return zero_padding(_heads_first(out), segment_ids).astype(v.dtype)
 
 
 def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sigma=1.0, gate_t=None,
@@ -238,7 +248,8 @@ def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sig
     decay = jnp.where(reset_t[:, None], 0.0, 1.0 if gate_t is None else gate_t)
     if window is not None:
       state = state._replace(window_kept=state.window_kept & ~reset_t[:, None])
-  phi_q, phi_k = query_key_features(q_t, k_t, projection, feature_map, sigma)
+  phi_q, phi_k = (phi[:, :, 0] for phi in
+                  query_key_features(q_t[:, None], k_t[:, None], projection, feature_map, sigma))
   rfa_state, out = causal_forms.recurrent_step(causal_forms.DecodeState(state.s, state.z), phi_q,
                                                phi_k, v_t, key_weight, decay, normalizer)
   state = state._replace(s=rfa_state.s, z=rfa_state.z)

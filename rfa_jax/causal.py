@@ -1,6 +1,7 @@
 """Causal RFA: the token recurrence, its chunked form, and one decoding step.
 
-All forms compute, for features phi_q, phi_k: [B, L, H, F] and values v: [B, L, H, dv],
+All forms compute, for features phi_q, phi_k: [B, H, L, F] and values v: [B, H, L, dv] (heads first,
+as `rfa_jax.random_features.query_key_features` makes them),
 
     S_i = a_i S_{i-1} + c_i phi(k_i) v_i^T,   z_i = a_i z_{i-1} + c_i phi(k_i),
     out_i = normalize(phi(q_i)^T S_i, phi(q_i) . z_i)   (`rfa_jax.normalizer`; by default
@@ -64,18 +65,18 @@ def recurrent_step(state: DecodeState, phi_q, phi_k, v, key_weight=None, decay=N
 
 
 def recurrent(phi_q, phi_k, v, key_weight=None, decay=None, initial_state=None, normalizer="floor"):
-  """Token-by-token `lax.scan` of `recurrent_step`. key_weight, decay: [B, L, H] or None.
+  """Token-by-token `lax.scan` of `recurrent_step`. key_weight, decay: [B, H or 1, L] or None.
 
-  Returns (out: [B, L, H, dv] float32, final DecodeState). Plain autodiff keeps every S_i.
+  Returns (out: [B, H, L, dv] float32, final DecodeState). Plain autodiff keeps every S_i.
   """
-  batch, _, heads, features = phi_q.shape
+  batch, heads, _, features = phi_q.shape
   if initial_state is None:
     initial_state = init_decode_state(batch, heads, features, v.shape[-1])
-  time_major = lambda x: None if x is None else jnp.swapaxes(x, 0, 1)
+  time_major = lambda x: None if x is None else jnp.moveaxis(x, 2, 0)
   xs = tuple(map(time_major, (phi_q, phi_k, v, key_weight, decay)))
   final, out = jax.lax.scan(lambda state, x: recurrent_step(state, *x, normalizer=normalizer),
                             initial_state, xs)
-  return jnp.swapaxes(out, 0, 1), final
+  return jnp.moveaxis(out, 0, 2), final
 
 
 INTER_CHUNK = ("scan", "parallel")
@@ -107,69 +108,68 @@ def chunked_sums(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size
   sequential steps, or "parallel", cumulative sums of the increments, an `associative_scan` with
   decays: log N steps), so autodiff stores one state per chunk (O(L/C F dv)) and C x C weights
   (O(L C)), never a state per token.
-  key_weight: [B, L, H] or None; log_decay: [B, L, H] (log a_i <= 0) or None.
-  Returns (numerator: [B, L, H, dv], denominator: [B, L, H] (float32), final DecodeState).
+  key_weight: [B, H or 1, L] or None; log_decay: [B, H, L] (log a_i <= 0) or None; reset: [B, L].
+  Returns (numerator: [B, H, L, dv], denominator: [B, H, L] (float32), final DecodeState).
   """
-  batch, length, heads, features = phi_q.shape
+  batch, heads, length, features = phi_q.shape
   value_dim = v.shape[-1]
   if initial_state is None:
     initial_state = init_decode_state(batch, heads, features, value_dim)
   num_chunks = -(-length // chunk_size)
   pad = num_chunks * chunk_size - length
 
-  def to_chunks(x):  # [B, L, ...] -> [B, N, C, ...]; padded keys get weight 0, decay 1, no restart.
+  def to_chunks(x):  # [B, H, L, ...] -> [B, H, N, C, ...]; padded keys: weight 0, decay 1, no restart.
     if x is None:
       return None
-    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    return x.reshape(batch, num_chunks, chunk_size, *x.shape[2:])
+    x = jnp.pad(x, [(0, 0), (0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 3))
+    return x.reshape(*x.shape[:2], num_chunks, chunk_size, *x.shape[3:])
 
   if key_weight is None and pad:
-    key_weight = jnp.ones((batch, length, heads), jnp.float32)
+    key_weight = jnp.ones((batch, 1, length), jnp.float32)
   pq, pk, vc, c = map(to_chunks, (phi_q, phi_k, v.astype(jnp.float32), key_weight))
   pk = pk if c is None else pk * c[..., None]
 
-  scores = jnp.einsum("bnihf,bnjhf->bnhij", pq, pk)
-  visible = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))  # [C, C], or [B, N, 1, C, C]
-  query_keeps = key_keeps = chunk_keeps = None  # [B, N, C], [B, N, C], [B, N]: no restart in between
+  scores = jnp.einsum("bhnif,bhnjf->bhnij", pq, pk)
+  visible = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))  # [C, C], or [B, 1, N, C, C]
+  query_keeps = key_keeps = chunk_keeps = None  # [B, 1, N, C, 1] twice, [B, 1, N]: no restart between
   if reset is not None:
-    run = jnp.cumsum(to_chunks(reset).astype(jnp.int32), axis=2)  # restarts so far in the chunk
-    visible = visible & (run[..., :, None] == run[..., None, :])[:, :, None]
-    query_keeps = (run == 0)[..., None, None]  # query i still sees S_prev
-    key_keeps = (run == run[..., -1:])[..., None, None]  # key j still counts at the chunk's end
-    chunk_keeps = (run[..., -1] == 0)[..., None]  # S_prev survives the chunk
+    run = jnp.cumsum(to_chunks(reset[:, None]).astype(jnp.int32), axis=-1)  # restarts so far in chunk
+    visible = visible & (run[..., :, None] == run[..., None, :])
+    query_keeps = (run == 0)[..., None]  # query i still sees S_prev
+    key_keeps = (run == run[..., -1:])[..., None]  # key j still counts at the chunk's end
+    chunk_keeps = run[..., -1] == 0  # S_prev survives the chunk
   if log_decay is None:
     scores = jnp.where(visible, scores, 0.0)
     key_scale = pk
     query_scale = pq
     chunk_decay = None
   else:
-    b = jnp.cumsum(to_chunks(log_decay.astype(jnp.float32)), axis=2)  # [B, N, C, H]
-    b_last = b[:, :, -1]  # [B, N, H]
-    bh = jnp.moveaxis(b, -1, 2)  # [B, N, H, C]
+    b = jnp.cumsum(to_chunks(log_decay.astype(jnp.float32)), axis=-1)  # [B, H, N, C]
+    b_last = b[..., -1:]  # [B, H, N, 1]
     # b_i - b_j <= 0 wherever j <= i; the cap keeps the masked pairs (j > i) finite before the mask.
-    decay = jnp.exp(jnp.minimum(bh[..., :, None] - bh[..., None, :], 0.0))
+    decay = jnp.exp(jnp.minimum(b[..., :, None] - b[..., None, :], 0.0))
     scores = scores * jnp.where(visible, decay, 0.0)
-    key_scale = pk * jnp.exp(b_last[:, :, None] - b)[..., None]
+    key_scale = pk * jnp.exp(b_last - b)[..., None]
     query_scale = pq * jnp.exp(b)[..., None]
-    chunk_decay = jnp.exp(b_last)
+    chunk_decay = jnp.exp(b_last[..., 0])
   if reset is not None:
     key_scale = jnp.where(key_keeps, key_scale, 0.0)
     query_scale = jnp.where(query_keeps, query_scale, 0.0)
-    kept = jnp.broadcast_to(chunk_keeps, (batch, num_chunks, heads)).astype(jnp.float32)
+    kept = jnp.broadcast_to(chunk_keeps, (batch, heads, num_chunks)).astype(jnp.float32)
     chunk_decay = kept if chunk_decay is None else chunk_decay * kept
 
-  intra_num = jnp.einsum("bnhij,bnjhd->bnihd", scores, vc)
-  intra_den = jnp.einsum("bnhij->bnih", scores)
-  delta_s = jnp.einsum("bnjhf,bnjhd->nbhfd", key_scale, vc)
-  delta_z = jnp.einsum("bnjhf->nbhf", key_scale)
+  intra_num = jnp.einsum("bhnij,bhnjd->bhnid", scores, vc)
+  intra_den = jnp.sum(scores, axis=-1)
+  delta_s = jnp.moveaxis(jnp.einsum("bhnjf,bhnjd->bhnfd", key_scale, vc), 2, 0)  # [N, B, H, F, dv]
+  delta_z = jnp.moveaxis(jnp.sum(key_scale, axis=-2), 2, 0)
 
-  decays = None if chunk_decay is None else jnp.swapaxes(chunk_decay, 0, 1)
+  decays = None if chunk_decay is None else jnp.moveaxis(chunk_decay, 2, 0)
   prev, final = chunk_states(initial_state, delta_s, delta_z, decays, inter_chunk)
-  inter_num = jnp.einsum("bnihf,nbhfd->bnihd", query_scale, prev.s)
-  inter_den = jnp.einsum("bnihf,nbhf->bnih", query_scale, prev.z)
-  numerator = (intra_num + inter_num).reshape(batch, num_chunks * chunk_size, heads, value_dim)
-  denominator = (intra_den + inter_den).reshape(batch, num_chunks * chunk_size, heads)
-  return numerator[:, :length], denominator[:, :length], final
+  inter_num = jnp.einsum("bhnif,bhnfd->bhnid", query_scale, jnp.moveaxis(prev.s, 0, 2))
+  inter_den = jnp.einsum("bhnif,bhnf->bhni", query_scale, jnp.moveaxis(prev.z, 0, 2))
+  numerator = (intra_num + inter_num).reshape(batch, heads, num_chunks * chunk_size, value_dim)
+  denominator = (intra_den + inter_den).reshape(batch, heads, num_chunks * chunk_size)
+  return numerator[:, :, :length], denominator[:, :, :length], final
 
 
 def chunk_states(initial_state, delta_s, delta_z, decays=None, inter_chunk="scan"):

@@ -3,6 +3,7 @@
 Shapes: `x: [..., heads, head_dim]`, `projection: [heads, num_features, head_dim]`.
 """
 
+import functools
 import math
 
 import jax
@@ -73,30 +74,43 @@ def _householder_q(a: jax.Array) -> jax.Array:
   return q * jnp.where(signs == 0, 1.0, signs)[..., None, :]
 
 
-@jax.custom_jvp
-def _sin_cos(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(sin x, cos x) of float32 x, within 1e-7 absolute for |x| <= 200; d/dx = (cos x, -sin x).
+def _sin_quadrants(x: jax.Array, shift) -> jax.Array:
+  """sin(x + shift pi/2) of float32 x for integer `shift` (broadcast to x), within 1e-7 absolute
+  for |x| <= 200.
 
-  XLA CPU's sin and cos cost ~8 ns per element each; this shares one reduction x = n pi/2 + r,
-  |r| <= pi/4, between degree-7/8 polynomials in r and picks sin/cos of x by the quadrant n mod 4.
+  XLA CPU's sin and cos cost ~8 ns per element each; this reduces x = n pi/2 + r, |r| <= pi/4, and
+  picks +-sin r or +-cos r (degree-7/8 polynomials in r) by the quadrant (n + shift) mod 4, so a
+  shift of 1 gives cos x exactly as sin x is given.
   """
   n = jnp.round(x * np.float32(2 / math.pi))
   r = (x - n * _PIO2_HI) - n * _PIO2_LO
   r2 = r * r
   sin_r = r + r * r2 * (_SIN[0] + r2 * (_SIN[1] + r2 * _SIN[2]))
   cos_r = 1 - 0.5 * r2 + r2 * r2 * (_COS[0] + r2 * (_COS[1] + r2 * _COS[2]))
-  quadrant = n.astype(jnp.int32)
-  odd, flip = (quadrant & 1) == 1, (quadrant & 2) == 2  # + pi/2: (sin, cos) -> (cos, -sin); + pi: negate
-  sin = jnp.where(odd, cos_r, sin_r)
-  cos = jnp.where(odd, -sin_r, cos_r)
-  return jnp.where(flip, -sin, sin), jnp.where(flip, -cos, cos)
+  quadrant = n.astype(jnp.int32) + shift
+  odd, flip = (quadrant & 1) == 1, (quadrant & 2) == 2  # + pi/2: sin r -> cos r; + pi: negate
+  value = jnp.where(odd, cos_r, sin_r)
+  return jnp.where(flip, -value, value)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _sin_cos(wx: jax.Array, num_features: int) -> jax.Array:
+  """[sin, cos] features from wx: [..., 2 num_features] that holds the projections Wx twice: sin of
+  the first num_features columns, cos (= sin shifted by pi/2) of the rest, in one elementwise pass
+  that writes the feature array in place (no concatenation); d/dx = [cos, -sin]."""
+  return _sin_quadrants(wx, _cos_columns(wx.shape, num_features))
 
 
 @_sin_cos.defjvp
-def _sin_cos_jvp(primals, tangents):
-  (x,), (dx,) = primals, tangents
-  sin, cos = _sin_cos(x)
-  return (sin, cos), (cos * dx, -sin * dx)
+def _sin_cos_jvp(num_features, primals, tangents):
+  (wx,), (dwx,) = primals, tangents
+  shift = _cos_columns(wx.shape, num_features)
+  return _sin_quadrants(wx, shift), _sin_quadrants(wx, shift + 1) * dwx
+
+
+def _cos_columns(shape, num_features):
+  """int32 [..., 2 num_features] (broadcastable to `shape`): 0 on the sin columns, 1 on the cos ones."""
+  return (jnp.arange(shape[-1], dtype=jnp.int32) >= num_features).astype(jnp.int32)
 
 
 def feature_map(x: jax.Array, projection: jax.Array, kind: str = "gaussian") -> jax.Array:
@@ -113,12 +127,27 @@ def feature_map(x: jax.Array, projection: jax.Array, kind: str = "gaussian") -> 
   """
   if kind not in FEATURE_MAPS:
     raise ValueError(f"kind={kind!r} is not a feature map; expected one of {FEATURE_MAPS}")
-  num_features = projection.shape[-2]
-  wx = jnp.einsum("...hd,hfd->...hf", x.astype(jnp.float32), projection.astype(jnp.float32))
+  x = x.astype(jnp.float32)
+  wx = jnp.einsum("...hd,hfd->...hf", x, _rows(projection, kind))
+  return _phi(wx, kind, projection.shape[-2], _squared_norm(x) if kind == "positive" else None)
+
+
+def _squared_norm(x):
+  return jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+
+
+def _rows(projection, kind):
+  """The rows x is projected on, float32: W, or [W; W] for the sin/cos features (`_sin_cos`)."""
+  projection = projection.astype(jnp.float32)
+  return jnp.concatenate([projection, projection], -2) if kind == "gaussian" else projection
+
+
+def _phi(wx: jax.Array, kind: str, num_features: int, squared_norm=None) -> jax.Array:
+  """phi from the projections wx = x . `_rows(W, kind)`: [..., feature_dim] (`feature_map`);
+  squared_norm: |x|^2 [..., 1], positive map only."""
   if kind == "gaussian":
-    return jnp.concatenate(_sin_cos(wx), axis=-1) / math.sqrt(num_features)
+    return _sin_cos(wx, num_features) / math.sqrt(num_features)
   if kind == "positive":
-    squared_norm = jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
     return jnp.exp(wx - squared_norm) / math.sqrt(num_features)
   return jax.nn.relu(wx) * math.sqrt(2.0 / num_features)
 
@@ -147,12 +176,22 @@ def l2_normalize(x: jax.Array) -> jax.Array:
 
 
 def query_key_features(q, k, projection, kind, sigma):
-  """phi(sigma q^) and phi(sigma k^) in float32, where x^ = x / |x| and sigma is a scalar or `[heads]`.
+  """phi(sigma q^) and phi(sigma k^) heads first, in float32: q: [B, Lq, H, d] -> [B, H, Lq, F] (and
+  k likewise), where x^ = x / |x| and sigma is a scalar or `[heads]`; the projections are those of
+  `feature_map` with W scaled by sigma (the positive map's |x|^2 is |x^|^2).
 
-  Scaling the projection by sigma gives a Gaussian kernel exp(sigma^2 (q^ . k^ - 1)), i.e. softmax
-  attention with logits sigma^2 q^ . k^ once normalised.
+  Scaling by sigma gives a Gaussian kernel exp(sigma^2 (q^ . k^ - 1)), i.e. softmax attention with
+  logits sigma^2 q^ . k^ once normalised. Heads first, the projection is a matrix product batched
+  over (batch, head) whose output the feature map reads in place; every RFA form sums over the
+  length axis of [B, H, L, F].
   """
   sigma = jnp.asarray(sigma, jnp.float32)
-  scaled = projection.astype(jnp.float32) * jnp.reshape(sigma, sigma.shape + (1, 1))
-  return (feature_map(l2_normalize(q.astype(jnp.float32)), scaled, kind),
-          feature_map(l2_normalize(k.astype(jnp.float32)), scaled, kind))
+  sigma = jnp.reshape(sigma, sigma.shape + (1, 1))  # per head of [B, H, L, d]
+  rows = _rows(projection, kind)
+
+  def features(x):
+    unit = jnp.swapaxes(l2_normalize(x.astype(jnp.float32)), 1, 2)  # [B, H, L, d]
+    wx = jnp.einsum("bhld,bhfd->bhlf", unit * sigma, jnp.broadcast_to(rows, unit.shape[:1] + rows.shape))
+    return _phi(wx, kind, projection.shape[-2], _squared_norm(unit) if kind == "positive" else None)
+
+  return features(q), features(k)

@@ -78,7 +78,7 @@ def rfa_reference(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, cau
   """
   feature_map = resolve_feature_map(feature_map, kind)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
-  scores = jnp.einsum("bihf,bjhf->bhij", phi_q, phi_k)
+  scores = jnp.einsum("bhif,bhjf->bhij", phi_q, phi_k)
   return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, gate_weights,
               segment_ids, key_segment_ids)
 

@@ -68,9 +68,9 @@ def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size,
             inter_chunk="scan"):
   """out_i = normalize(sum_{j: id_j = id_i} phi_q_i . phi_k_j v_j, sum_{same j} phi_q_i . phi_k_j).
 
-  phi_q: [B, Lq, H, F], query_ids: [B, Lq]; phi_k: [B, Lk, H, F], v: [B, Lk, H, dv], key_ids: [B, Lk],
-  key_weight: [B, Lk, H] or None (0 for padded keys). Any layout of ids (they need not be
-  contiguous). Returns [B, Lq, H, dv] float32.
+  phi_q: [B, H, Lq, F], query_ids: [B, Lq]; phi_k: [B, H, Lk, F], v: [B, H, Lk, dv], key_ids: [B, Lk],
+  key_weight: [B, H or 1, Lk] or None (0 for padded keys). Any layout of ids (they need not be
+  contiguous). Returns [B, H, Lq, dv] float32.
   """
   if key_weight is not None:
     phi_k = phi_k * key_weight[..., None]
@@ -82,19 +82,19 @@ def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size,
   position = jnp.broadcast_to(jnp.arange(k_len + q_len, dtype=jnp.int32), ids.shape)
   sorted_ids, _, order = jax.lax.sort((ids, is_query, position), dimension=1, num_keys=2)
 
-  def merged(keys_part, queries_part):  # keys' rows then queries' rows, in sorted order
-    x = jnp.concatenate([keys_part, queries_part], axis=1)
-    return jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
+  def along_length(x, index):  # x: [B, H, L, ...] at positions index: [B, L'] of each row
+    return jnp.take_along_axis(x, index.reshape(batch, 1, -1, *(1,) * (x.ndim - 3)), axis=2)
 
-  zeros = lambda length, x: jnp.zeros((batch, length) + x.shape[2:], jnp.float32)
+  def merged(keys_part, queries_part):  # keys' rows then queries' rows, in sorted order
+    return along_length(jnp.concatenate([keys_part, queries_part], axis=2), order)
+
+  zeros = lambda length, x: jnp.zeros(x.shape[:2] + (length,) + x.shape[3:], jnp.float32)
   numerator, denominator, _ = chunked_sums(
       merged(zeros(k_len, phi_q), phi_q), merged(phi_k, zeros(q_len, phi_k)),
       merged(v.astype(jnp.float32), zeros(q_len, v)), reset=restarts(sorted_ids),
       chunk_size=chunk_size, inter_chunk=inter_chunk)
   where = jnp.argsort(order, axis=1)[:, k_len:]  # each query's place in the sorted order
-  numerator = jnp.take_along_axis(numerator, where[:, :, None, None], axis=1)
-  denominator = jnp.take_along_axis(denominator, where[:, :, None], axis=1)
-  return normalize(numerator, denominator, normalizer)
+  return normalize(along_length(numerator, where), along_length(denominator, where), normalizer)
 
 
 def check_segment_ids(name, segment_ids, batch, length, *, contiguous):

@@ -26,7 +26,7 @@ def rfa_weights(q, k, projection, *, feature_map="gaussian", sigma=1.0, causal=F
     raise ValueError("normalizer='rms' scales each query's output by the numerator's own RMS, which "
                      "depends on the values: it has no attention weights of its own")
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
-  scores = jnp.einsum("bihf,bjhf->bhij", phi_q, phi_k)
+  scores = jnp.einsum("bhif,bhjf->bhij", phi_q, phi_k)
   visible = visibility(q.shape[0], q.shape[1], k.shape[1], causal, key_mask, None, segment_ids,
                        key_segment_ids)
   scores = jnp.where(visible, scores, 0.0)

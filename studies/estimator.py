@@ -108,8 +108,8 @@ def estimate(q, k, v, projection, kind, sigma):
   feature_kind = "gaussian" if kind == "rfa_gaussian" else "arccos"
   out = rfa_cross(q, k, v, projection, feature_map=feature_kind, sigma=sigma)
   weights = rfa_weights(q, k, projection, feature_map=feature_kind, sigma=sigma)
-  phi_q, phi_k = query_key_features(q, k, projection, feature_kind, sigma)
-  denominator = jnp.einsum("bihf,bhf->bih", phi_q, jnp.sum(phi_k, 1))
+  phi_q, phi_k = query_key_features(q, k, projection, feature_kind, sigma)  # heads first
+  denominator = jnp.einsum("bhif,bhf->bih", phi_q, jnp.sum(phi_k, 2))
   return out, weights, denominator
 
 

@@ -179,8 +179,8 @@ def probe_rfa(q, k, key_mask, projection, kind, sigma):
   estimate = rfa_weights(q, k, projection, feature_map=kind, sigma=sigma, key_mask=key_mask)
   phi_q, phi_k = query_key_features(q, jnp.where(key_mask[..., None, None], k, 0), projection, kind,
                                     sigma)
-  z = jnp.sum(phi_k * key_mask[:, :, None, None], 1)  # [B, H, F]
-  denominator = jnp.moveaxis(jnp.einsum("bihf,bhf->bih", phi_q, z), 1, 2)  # [B, H, Lq]
+  z = jnp.sum(phi_k * key_mask[:, None, :, None], 2)  # heads first: [B, H, F]
+  denominator = jnp.einsum("bhif,bhf->bhi", phi_q, z)  # [B, H, Lq]
   valid_denominator = np.asarray(denominator)[np.asarray(valid)]
   return dict(sigma=[float(s) for s in np.ravel(sigma)], exact_entropy=stats["entropy"],
               exact_max_weight=stats["max_weight"],

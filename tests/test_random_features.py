@@ -116,19 +116,27 @@ def test_sin_cos_matches_float64():
   """Within 2e-7 of float64 sin/cos on a dense grid over [-50, 50] and on random x up to |x| = 200."""
   large = np.random.default_rng(0).uniform(-200, 200, 1_000_000)
   x = np.concatenate([np.linspace(-50, 50, 2_000_001), large, [-200, 200, 1e-30, 0]]).astype(np.float32)
-  sin, cos = jax.jit(_sin_cos)(x)
+  sin, cos = _sin_and_cos(x)
   exact = x.astype(np.float64)
   assert np.abs(np.asarray(sin, np.float64) - np.sin(exact)).max() < 2e-7
   assert np.abs(np.asarray(cos, np.float64) - np.cos(exact)).max() < 2e-7
 
 
+def _sin_and_cos(x):
+  """(sin x, cos x) from the feature layout: x twice in one array, sin columns then cos columns."""
+  phi = jax.jit(_sin_cos, static_argnums=1)(jnp.concatenate([x, x]), x.shape[0])
+  return phi[:x.shape[0]], phi[x.shape[0]:]
+
+
 def test_sin_cos_gradient():
   x = jnp.linspace(-200, 200, 100_001)
-  sin, cos = jax.jit(_sin_cos)(x)
-  d_sin = jax.jit(jax.grad(lambda x: jnp.sum(_sin_cos(x)[0])))(x)
-  d_cos = jax.jit(jax.grad(lambda x: jnp.sum(_sin_cos(x)[1])))(x)
-  np.testing.assert_allclose(d_sin, cos, rtol=0, atol=1e-7)
-  np.testing.assert_allclose(d_cos, -sin, rtol=0, atol=1e-7)
+  n = x.shape[0]
+  sin, cos = _sin_and_cos(x)
+  d_sin, d_cos = (jax.jit(jax.grad(lambda y: jnp.sum(_sin_cos(y, n)[part])))(jnp.concatenate([x, x]))
+                  for part in (slice(None, n), slice(n, None)))
+  np.testing.assert_allclose(d_sin[:n], cos, rtol=0, atol=1e-7)
+  np.testing.assert_allclose(d_cos[n:], -sin, rtol=0, atol=1e-7)
+  assert not np.any(d_sin[n:]) and not np.any(d_cos[:n])
 
 
 def test_unknown_feature_map_is_rejected():
