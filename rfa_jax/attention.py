@@ -32,10 +32,12 @@ def _noncausal(phi_q, phi_k, v, key_weight=None, normalizer="floor"):
   Heads first: phi_q: [B, H, Lq, F], phi_k: [B, H, Lk, F], v: [B, H, Lk, dv], key_weight c:
   [B, H or 1, Lk] or None. Returns [B, H, Lq, dv].
   """
-  if key_weight is not None:
-    phi_k = phi_k * key_weight[..., None]
-  s = jnp.einsum("bhjf,bhjd->bhfd", phi_k, v)
-  z = jnp.sum(phi_k, axis=2)
+  if key_weight is None:
+    s, z = jnp.einsum("bhjf,bhjd->bhfd", phi_k, v), jnp.sum(phi_k, axis=2)
+  else:  # the weights go on v and into z's matrix-vector product, never onto the wide phi_k
+    key_weight = jnp.broadcast_to(key_weight, phi_k.shape[:3])
+    s = jnp.einsum("bhjf,bhjd->bhfd", phi_k, v * key_weight[..., None])
+    z = jnp.einsum("bhjf,bhj->bhf", phi_k, key_weight)
   return normalize(jnp.einsum("bhif,bhfd->bhid", phi_q, s), jnp.einsum("bhif,bhf->bhi", phi_q, z),
                    normalizer)
 

@@ -127,21 +127,22 @@ def chunked_sums(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size
   if key_weight is None and pad:
     key_weight = jnp.ones((batch, 1, length), jnp.float32)
   pq, pk, vc, c = map(to_chunks, (phi_q, phi_k, v.astype(jnp.float32), key_weight))
-  pk = pk if c is None else pk * c[..., None]
+  # Per-token factors multiply v, the C x C scores or the [.., dv] results, never the wide features:
+  # c weighs the keys within the chunk, key_weight the keys' part of the carried state, and
+  # query_weight the queries' part of S_prev (None: 1).
+  key_weight, query_weight = c, None
 
   scores = jnp.einsum("bhnif,bhnjf->bhnij", pq, pk)
   visible = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))  # [C, C], or [B, 1, N, C, C]
-  query_keeps = key_keeps = chunk_keeps = None  # [B, 1, N, C, 1] twice, [B, 1, N]: no restart between
+  query_keeps = key_keeps = chunk_keeps = None  # [B, 1, N, C] twice, [B, 1, N]: no restart between
   if reset is not None:
     run = jnp.cumsum(to_chunks(reset[:, None]).astype(jnp.int32), axis=-1)  # restarts so far in chunk
     visible = visible & (run[..., :, None] == run[..., None, :])
-    query_keeps = (run == 0)[..., None]  # query i still sees S_prev
-    key_keeps = (run == run[..., -1:])[..., None]  # key j still counts at the chunk's end
+    query_keeps = run == 0  # query i still sees S_prev
+    key_keeps = run == run[..., -1:]  # key j still counts at the chunk's end
     chunk_keeps = run[..., -1] == 0  # S_prev survives the chunk
   if log_decay is None:
     scores = jnp.where(visible, scores, 0.0)
-    key_scale = pk
-    query_scale = pq
     chunk_decay = None
   else:
     b = jnp.cumsum(to_chunks(log_decay.astype(jnp.float32)), axis=-1)  # [B, H, N, C]
@@ -149,27 +150,37 @@ def chunked_sums(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size
     # b_i - b_j <= 0 wherever j <= i; the cap keeps the masked pairs (j > i) finite before the mask.
     decay = jnp.exp(jnp.minimum(b[..., :, None] - b[..., None, :], 0.0))
     scores = scores * jnp.where(visible, decay, 0.0)
-    key_scale = pk * jnp.exp(b_last - b)[..., None]
-    query_scale = pq * jnp.exp(b)[..., None]
+    key_weight = jnp.exp(b_last - b) * (1.0 if c is None else c)
+    query_weight = jnp.exp(b)
     chunk_decay = jnp.exp(b_last[..., 0])
   if reset is not None:
-    key_scale = jnp.where(key_keeps, key_scale, 0.0)
-    query_scale = jnp.where(query_keeps, query_scale, 0.0)
+    key_weight = jnp.where(key_keeps, 1.0 if key_weight is None else key_weight, 0.0)
+    query_weight = jnp.where(query_keeps, 1.0 if query_weight is None else query_weight, 0.0)
     kept = jnp.broadcast_to(chunk_keeps, (batch, heads, num_chunks)).astype(jnp.float32)
     chunk_decay = kept if chunk_decay is None else chunk_decay * kept
 
-  intra_num = jnp.einsum("bhnij,bhnjd->bhnid", scores, vc)
-  intra_den = jnp.sum(scores, axis=-1)
-  delta_s = jnp.moveaxis(jnp.einsum("bhnjf,bhnjd->bhnfd", key_scale, vc), 2, 0)  # [N, B, H, F, dv]
-  delta_z = jnp.moveaxis(jnp.sum(key_scale, axis=-2), 2, 0)
-
+  intra_num, intra_den = _weighted_sums(scores, vc, c)
+  delta_s, delta_z = _weighted_sums(jnp.swapaxes(pk, -1, -2), vc, key_weight)  # [B, H, N, F, ...]
   decays = None if chunk_decay is None else jnp.moveaxis(chunk_decay, 2, 0)
-  prev, final = chunk_states(initial_state, delta_s, delta_z, decays, inter_chunk)
-  inter_num = jnp.einsum("bhnif,bhnfd->bhnid", query_scale, jnp.moveaxis(prev.s, 0, 2))
-  inter_den = jnp.einsum("bhnif,bhnf->bhni", query_scale, jnp.moveaxis(prev.z, 0, 2))
+  prev, final = chunk_states(initial_state, jnp.moveaxis(delta_s, 2, 0), jnp.moveaxis(delta_z, 2, 0),
+                             decays, inter_chunk)
+  inter_num = jnp.einsum("bhnif,bhnfd->bhnid", pq, jnp.moveaxis(prev.s, 0, 2))
+  inter_den = jnp.einsum("bhnif,bhnf->bhni", pq, jnp.moveaxis(prev.z, 0, 2))
+  if query_weight is not None:
+    query_weight = jnp.broadcast_to(query_weight, inter_den.shape)
+    inter_num, inter_den = inter_num * query_weight[..., None], inter_den * query_weight
   numerator = (intra_num + inter_num).reshape(batch, heads, num_chunks * chunk_size, value_dim)
   denominator = (intra_den + inter_den).reshape(batch, heads, num_chunks * chunk_size)
   return numerator[:, :, :length], denominator[:, :, :length], final
+
+
+def _weighted_sums(a, v, weight=None):
+  """(sum_j a_ij w_j v_j, sum_j a_ij w_j) over the last axis of a: [..., I, J], v: [..., J, dv],
+  weight w: [..., J] broadcastable (None: 1)."""
+  if weight is None:
+    return a @ v, jnp.sum(a, axis=-1)
+  weight = jnp.broadcast_to(weight, a.shape[:-2] + a.shape[-1:])
+  return a @ (v * weight[..., None]), jnp.einsum("...ij,...j->...i", a, weight)
 
 
 def chunk_states(initial_state, delta_s, delta_z, decays=None, inter_chunk="scan"):

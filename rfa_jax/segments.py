@@ -72,8 +72,6 @@ def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size,
   key_weight: [B, H or 1, Lk] or None (0 for padded keys). Any layout of ids (they need not be
   contiguous). Returns [B, H, Lq, dv] float32.
   """
-  if key_weight is not None:
-    phi_k = phi_k * key_weight[..., None]
   batch, q_len = query_ids.shape
   k_len = key_ids.shape[1]
   ids = jnp.concatenate([key_ids, query_ids], axis=1).astype(jnp.int32)
@@ -91,8 +89,9 @@ def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size,
   zeros = lambda length, x: jnp.zeros(x.shape[:2] + (length,) + x.shape[3:], jnp.float32)
   numerator, denominator, _ = chunked_sums(
       merged(zeros(k_len, phi_q), phi_q), merged(phi_k, zeros(q_len, phi_k)),
-      merged(v.astype(jnp.float32), zeros(q_len, v)), reset=restarts(sorted_ids),
-      chunk_size=chunk_size, inter_chunk=inter_chunk)
+      merged(v.astype(jnp.float32), zeros(q_len, v)),
+      None if key_weight is None else merged(key_weight, zeros(q_len, key_weight)),
+      reset=restarts(sorted_ids), chunk_size=chunk_size, inter_chunk=inter_chunk)
   where = jnp.argsort(order, axis=1)[:, k_len:]  # each query's place in the sorted order
   return normalize(along_length(numerator, where), along_length(denominator, where), normalizer)
 
