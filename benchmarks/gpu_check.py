@@ -336,7 +336,7 @@ def kernel_step(out: pathlib.Path, results: dict, dtype: str, targets_only: bool
 
 
 def harness_step(out: pathlib.Path, results: dict, deadline: float):
-  """benchmarks.harness's cells, saved after every cell."""
+  """benchmarks.harness's cells, saved after every length (its cells are timed in turn)."""
   sizes = sizes_of(results)
   args = harness.parse_args([
       "--attentions", *sizes.harness_attentions, "--lengths", *map(str, sizes.harness_lengths),

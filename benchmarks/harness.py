@@ -9,6 +9,11 @@ An attention may carry options of its own, `name:key=value,...` (e.g.
 `rfa_gaussian:window=32,feature_map=positive`): that row is the mechanism with those
 `model.attention_options`, named by the whole spec.
 
+The cells of one length are timed in alternation: every cell is compiled and warmed up, then the
+timed steps go round the cells (one step of each, --steps times), so that drifts in the machine's
+speed fall on every cell alike and the ratios of one run hold. Each row keeps its step times and
+their spread (max - min over the median).
+
 A cell that does not fit (compiled memory over --memory-budget-gib, or out of memory when it runs)
 or fails is recorded as skipped with the reason; the other cells still run. Writes results.json and
 results.md to --out, atomically.
@@ -20,6 +25,7 @@ import pathlib
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -70,10 +76,11 @@ def _literal(text: str):
     return text
 
 
-def measure(attention: str, length: int, args, mesh) -> dict:
-  """Compiles one train step, checks its memory against the budget, then times `args.steps` steps.
-  A failure (out of memory) is recorded in the row, never raised. Rows of softmax say whether the
-  compiled step runs cuDNN's fused attention or XLA's (`implementation`)."""
+def prepare(attention: str, length: int, args, mesh) -> tuple[dict, Callable[[], float] | None]:
+  """Compiles one train step, checks its memory against the budget and runs a warm-up step. Returns
+  (row, step): step() runs one more step and returns its seconds; None when the cell is skipped
+  (the reason in the row). A failure (out of memory) is recorded in the row, never raised. Rows of
+  softmax say whether the compiled step runs cuDNN's fused attention or XLA's (`implementation`)."""
   from lra.train import init_training  # the training stack loads only for a measurement
   row = dict(attention=attention, length=length, batch_size=args.batch_size, dtype=args.dtype)
   try:
@@ -92,19 +99,40 @@ def measure(attention: str, length: int, args, mesh) -> dict:
       row["implementation"] = "cudnn" if runs_cudnn_attention(compiled) else "xla"
     if row.get("memory_bytes", 0) > args.memory_budget_gib * 2**30:
       return dict(row, skipped=f"needs {row['memory_bytes'] / 2**30:.1f} GiB > "
-                               "--memory-budget-gib")
-    state, metrics = compiled(state, batch)  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(args.steps):
-      start = time.perf_counter()
-      state, metrics = compiled(state, batch)
-      jax.block_until_ready(metrics)
-      times.append(time.perf_counter() - start)
+                               "--memory-budget-gib"), None
+    current = list(compiled(state, batch))  # warm-up; then [state, metrics] of the last step
+    jax.block_until_ready(current)
   except Exception as error:  # noqa: BLE001 - recorded per cell; the other cells still run
-    return dict(row, skipped=failure(error), device_peak_bytes=device_peak_memory_bytes())
-  return dict(row, steps_per_sec=1.0 / statistics.median(times), step_times=times,
-              loss=float(metrics["loss"]), device_peak_bytes=device_peak_memory_bytes())
+    return dict(row, skipped=failure(error), device_peak_bytes=device_peak_memory_bytes()), None
+
+  def step() -> float:
+    start = time.perf_counter()
+    current[:] = compiled(current[0], batch)
+    jax.block_until_ready(current[1])
+    seconds = time.perf_counter() - start
+    row["loss"] = float(current[1]["loss"])
+    return seconds
+
+  return dict(row, device_peak_bytes=device_peak_memory_bytes()), step
+
+
+def time_in_turn(cells, steps: int):
+  """cells: [(row, step or None)]; `steps` rounds of one step of every live cell. Fills each row's
+  steps_per_sec (from the median), step_times and spread; a cell that fails leaves the rotation,
+  its row recorded as skipped."""
+  times = {index: [] for index, (_, step) in enumerate(cells) if step is not None}
+  for _ in range(steps):
+    for index in list(times):
+      row, step = cells[index]
+      try:
+        times[index].append(step())
+      except Exception as error:  # noqa: BLE001 - recorded per cell; the other cells still run
+        row["skipped"] = failure(error)
+        del times[index]
+  for index, seconds in times.items():
+    median = statistics.median(seconds)
+    cells[index][0].update(steps_per_sec=1.0 / median, step_times=seconds,
+                           spread=(max(seconds) - min(seconds)) / median)
 
 
 def relative_to_baseline(rows, baseline):
@@ -161,20 +189,23 @@ def run(args, deadline: float | None = None, on_row=None) -> list[dict]:
   mesh = parallelism.data_mesh()
   parallelism.check_batch_size(args.batch_size, mesh)
   rows = []
-  for length in args.lengths:  # every mechanism at one length before the next length
+  for length in args.lengths:  # every mechanism at one length, timed in turn, before the next length
+    cells = []
     for attention in args.attentions:
       if deadline is not None and time.monotonic() > deadline:
-        row = dict(attention=attention, length=length, batch_size=args.batch_size,
-                   dtype=args.dtype, skipped="time budget spent")
+        cells.append((dict(attention=attention, length=length, batch_size=args.batch_size,
+                           dtype=args.dtype, skipped="time budget spent"), None))
       else:
-        row = measure(attention, length, args, mesh)
+        cells.append(prepare(attention, length, args, mesh))
+    time_in_turn(cells, args.steps)
+    for row, _ in cells:
       rows.append(row)
       memory = f", {row['memory_bytes'] / 2**30:.2f} GiB" if "memory_bytes" in row else ""
-      print(f"{attention:>14} L={length:>5} {args.dtype}: "
-            + (f"{row['steps_per_sec']:.3f} steps/s" if "steps_per_sec" in row else row["skipped"])
-            + memory, flush=True)
-      if on_row is not None:
-        on_row(relative_to_baseline(rows, args.baseline))
+      print(f"{row['attention']:>14} L={length:>5} {args.dtype}: "
+            + (f"{row['steps_per_sec']:.3f} steps/s (spread {row['spread']:.0%})"
+               if "steps_per_sec" in row else row["skipped"]) + memory, flush=True)
+    if on_row is not None:
+      on_row(relative_to_baseline(rows, args.baseline))
   return relative_to_baseline(rows, args.baseline)
 
 
