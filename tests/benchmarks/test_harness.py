@@ -32,3 +32,25 @@ def test_bad_specs_are_refused_before_anything_runs(spec, match):
   args = harness.parse_args(["--attentions", "softmax", spec, "--lengths", "16", "--batch-size", "8"])
   with pytest.raises(ValueError, match=match):
     harness.run(args)
+
+
+def test_cells_are_timed_in_turn_and_a_failing_cell_leaves_the_rotation():
+  calls = []
+
+  def stepper(name, fail_at=None):
+    def step():
+      calls.append(name)
+      if len([c for c in calls if c == name]) == fail_at:
+        raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+      return 0.5 if name == "a" else 0.25
+    return step
+
+  cells = [(dict(attention="a"), stepper("a")), (dict(attention="b"), stepper("b", fail_at=2)),
+           (dict(attention="c", skipped="needs 20 GiB"), None), (dict(attention="d"), stepper("d"))]
+  harness.time_in_turn(cells, steps=3)
+  assert calls == ["a", "b", "d", "a", "b", "d", "a", "d"]
+  rows = {row["attention"]: row for row, _ in cells}
+  assert rows["a"]["steps_per_sec"] == 2.0 and rows["a"]["step_times"] == [0.5] * 3
+  assert rows["a"]["spread"] == 0.0 and rows["d"]["steps_per_sec"] == 4.0
+  assert rows["b"]["skipped"].startswith("out of memory") and "steps_per_sec" not in rows["b"]
+  assert rows["c"] == dict(attention="c", skipped="needs 20 GiB")
