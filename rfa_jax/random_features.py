@@ -95,10 +95,9 @@ def _sin_quadrants(x: jax.Array, shift) -> jax.Array:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _sin_cos(wx: jax.Array, num_features: int) -> jax.Array:
-  """[sin, cos] features from wx: [..., 2 num_features] that holds the projections Wx twice (a
-  concatenation that XLA fuses into this pass): sin of the first num_features columns, cos (= sin
-  shifted by pi/2) of the rest, in one elementwise pass that writes the feature array; d/dx =
-  [cos, -sin]."""
+  """[sin, cos] features from wx: [..., 2 num_features] that holds the projections Wx twice: sin of
+  the first num_features columns, cos (= sin shifted by pi/2) of the rest, in one elementwise pass
+  that writes the feature array in place (no concatenation); d/dx = [cos, -sin]."""
   return _sin_quadrants(wx, _cos_columns(wx.shape, num_features))
 
 
@@ -129,21 +128,25 @@ def feature_map(x: jax.Array, projection: jax.Array, kind: str = "gaussian") -> 
   if kind not in FEATURE_MAPS:
     raise ValueError(f"kind={kind!r} is not a feature map; expected one of {FEATURE_MAPS}")
   x = x.astype(jnp.float32)
-  wx = jnp.einsum("...hd,hfd->...hf", x, projection.astype(jnp.float32))
-  return _phi(wx, kind, _squared_norm(x) if kind == "positive" else None)
+  wx = jnp.einsum("...hd,hfd->...hf", x, _rows(projection, kind))
+  return _phi(wx, kind, projection.shape[-2], _squared_norm(x) if kind == "positive" else None)
 
 
 def _squared_norm(x):
   return jnp.sum(jnp.square(x), axis=-1, keepdims=True)
 
 
-def _phi(wx: jax.Array, kind: str, squared_norm=None) -> jax.Array:
-  """phi from the projections wx = Wx: [..., num_features] -> [..., feature_dim] (`feature_map`);
-  squared_norm: |x|^2 [..., 1], positive map only. The sin/cos features read wx twice in one
-  elementwise pass (`_sin_cos`) rather than concatenating a sin and a cos array."""
-  num_features = wx.shape[-1]
+def _rows(projection, kind):
+  """The rows x is projected on, float32: W, or [W; W] for the sin/cos features (`_sin_cos`)."""
+  projection = projection.astype(jnp.float32)
+  return jnp.concatenate([projection, projection], -2) if kind == "gaussian" else projection
+
+
+def _phi(wx: jax.Array, kind: str, num_features: int, squared_norm=None) -> jax.Array:
+  """phi from the projections wx = x . `_rows(W, kind)`: [..., feature_dim] (`feature_map`);
+  squared_norm: |x|^2 [..., 1], positive map only."""
   if kind == "gaussian":
-    return _sin_cos(jnp.concatenate([wx, wx], -1), num_features) / math.sqrt(num_features)
+    return _sin_cos(wx, num_features) / math.sqrt(num_features)
   if kind == "positive":
     return jnp.exp(wx - squared_norm) / math.sqrt(num_features)
   return jax.nn.relu(wx) * math.sqrt(2.0 / num_features)
@@ -184,12 +187,11 @@ def query_key_features(q, k, projection, kind, sigma):
   """
   sigma = jnp.asarray(sigma, jnp.float32)
   sigma = jnp.reshape(sigma, sigma.shape + (1, 1))  # per head of [B, H, L, d]
-  projection = projection.astype(jnp.float32)
+  rows = _rows(projection, kind)
 
   def features(x):
     unit = jnp.swapaxes(l2_normalize(x.astype(jnp.float32)), 1, 2)  # [B, H, L, d]
-    w = jnp.broadcast_to(projection, unit.shape[:1] + projection.shape)
-    wx = jnp.einsum("bhld,bhfd->bhlf", unit * sigma, w)
-    return _phi(wx, kind, _squared_norm(unit) if kind == "positive" else None)
+    wx = jnp.einsum("bhld,bhfd->bhlf", unit * sigma, jnp.broadcast_to(rows, unit.shape[:1] + rows.shape))
+    return _phi(wx, kind, projection.shape[-2], _squared_norm(unit) if kind == "positive" else None)
 
   return features(q), features(k)
