@@ -157,7 +157,7 @@ def markdown(rows, lengths, baseline) -> str:
     speed, memory = [], []
     for n in lengths:
       r = by_length[n]
-      speed.append(f"{r['steps_per_sec']:.3f} ({r.get('speedup', float('nan')):.1f}×)"
+      speed.append(f"{r['steps_per_sec']:.3f} ({r.get('speedup', float('nan')):.2f}×)"
                    if "steps_per_sec" in r else skipped_cell(r))
       memory.append(f"{r['memory_bytes'] / 2**30:.2f} ({r.get('memory_ratio', float('nan')):.2f}×)"
                     if "memory_bytes" in r else "-")
