@@ -13,7 +13,9 @@ and a crash ends one step only. In order:
 2. `kernel_targets`: the bf16 matmul peak, then softmax (`jax.nn.dot_product_attention`, cuDNN where
    it compiles), RFA non-causal, causal chunked and gated chunked at the same shapes.
 3. `harness`: `benchmarks.harness` in LRA Table 2's protocol (text-task model, batch 32, bf16), 4K
-   first, then 1K to 16K: softmax, rfa_gaussian, rfa_arccos, linear, performer.
+   first, then 1K to 16K: softmax, rfa_gaussian, rfa_arccos, linear, performer; then short
+   sequences as on the CPU (`benchmarks/results/short_sequences`: the ListOps `small` model, batch
+   32, float32, 128 and 512 tokens): softmax, rfa_gaussian, rfa_arccos, linear.
 4. `kernels_bfloat16`: the rest of `benchmarks.attention` in bf16 (every form and length, forward and
    forward+backward), decoding, and the bf16 error of chunked causal RFA.
 5. `torch_rest`: the other PyTorch rows (other lengths, forward only, key dimension 128).
@@ -82,6 +84,11 @@ class Sizes:
   harness_batch: int = 32
   harness_steps: int = 3
   harness_overrides: tuple = ()
+  short_attentions: tuple = ("softmax", "rfa_gaussian", "rfa_arccos", "linear")
+  short_lengths: tuple = (128, 512)
+  short_steps: int = 20
+  short_overrides: tuple = ("model.num_layers=2", "model.emb_dim=64", "model.num_heads=4",
+                            "model.qkv_dim=64", "model.mlp_dim=128")
   torch_lengths: tuple = (16384, 4096, 1024)
   fla_key_dims: tuple = (64, 128)
   training_attentions: tuple = ("softmax", "rfa_gaussian")
@@ -101,6 +108,9 @@ QUICK = Sizes(
     harness_batch=8, harness_steps=1,
     harness_overrides=("model.num_layers=1", "model.emb_dim=16", "model.num_heads=2",
                        "model.qkv_dim=16", "model.mlp_dim=16"),
+    short_attentions=("softmax", "rfa_gaussian", "rfa_arccos"), short_lengths=(16,), short_steps=1,
+    short_overrides=("model.num_layers=1", "model.emb_dim=16", "model.num_heads=2",
+                     "model.qkv_dim=16", "model.mlp_dim=16"),
     torch_lengths=(64,), fla_key_dims=(16,), training_attentions=("rfa_gaussian",),
     training={"num_train_steps": 2, "log_every": 1, "eval_every": 2, "checkpoint_every": 2,
               "num_eval_batches": 1, "warmup_steps": 1, "max_length": 32, "batch_size": 8,
@@ -336,20 +346,26 @@ def kernel_step(out: pathlib.Path, results: dict, dtype: str, targets_only: bool
 
 
 def harness_step(out: pathlib.Path, results: dict, deadline: float):
-  """benchmarks.harness's cells, saved after every length (its cells are timed in turn)."""
+  """benchmarks.harness's cells, saved after every length (its cells are timed in turn): LRA
+  Table 2's protocol (`harness`), then the short sequences (`harness_short`)."""
   sizes = sizes_of(results)
-  args = harness.parse_args([
-      "--attentions", *sizes.harness_attentions, "--lengths", *map(str, sizes.harness_lengths),
-      "--batch-size", str(sizes.harness_batch), "--steps", str(sizes.harness_steps),
-      "--memory-budget-gib", str(results["memory_budget_gib"]), "--dtype", "bfloat16",
-      "--override", *sizes.harness_overrides])
-  results["harness"] = dict(args=vars(args), rows=[])
+  parts = (
+      ("harness", sizes.harness_attentions, sizes.harness_lengths, sizes.harness_batch,
+       sizes.harness_steps, "bfloat16", sizes.harness_overrides),
+      ("harness_short", sizes.short_attentions, sizes.short_lengths, sizes.harness_batch,
+       sizes.short_steps, "float32", sizes.short_overrides))
+  for key, attentions, lengths, batch, steps, dtype, overrides in parts:
+    args = harness.parse_args([
+        "--attentions", *attentions, "--lengths", *map(str, lengths), "--batch-size", str(batch),
+        "--steps", str(steps), "--memory-budget-gib", str(results["memory_budget_gib"]),
+        "--dtype", dtype, "--override", *overrides])
+    results[key] = dict(args=vars(args), rows=[])
 
-  def on_row(rows):
-    results["harness"]["rows"] = rows
-    save(out, results)
+    def on_row(rows, key=key):
+      results[key]["rows"] = rows
+      save(out, results)
 
-  harness.run(args, time.monotonic() + deadline - time.time(), on_row)
+    harness.run(args, time.monotonic() + deadline - time.time(), on_row)
 
 
 def training_step(out: pathlib.Path, results: dict, attention: str, workdir: pathlib.Path,
@@ -426,8 +442,9 @@ def measurement_count(name: str, sizes: Sizes) -> float:
   if name.startswith("kernels_"):
     rows = 2 * forms * len(sizes.lengths) + 4 + 1 + 2  # + decoding, + bf16 error, + redraws
     return rows - len(TARGET_FORMS) if name == "kernels_bfloat16" else rows
-  if name == "harness":
-    return HARNESS_CELL_WEIGHT * len(sizes.harness_attentions) * len(sizes.harness_lengths)
+  if name == "harness":  # a short-sequence cell compiles the small model: counted as one
+    return (HARNESS_CELL_WEIGHT * len(sizes.harness_attentions) * len(sizes.harness_lengths)
+            + len(sizes.short_attentions) * len(sizes.short_lengths))
   return TRAINING_RUN_WEIGHT
 
 
@@ -692,6 +709,12 @@ def markdown(results: dict) -> str:
     lengths = sorted({r["length"] for r in rows})
     sections += [f"## Harness (LRA Table 2 protocol, bf16, batch {sizes['harness_batch']})", "",
                  harness.markdown(rows, lengths, "softmax")]
+  if results.get("harness_short", {}).get("rows"):
+    rows = results["harness_short"]["rows"]
+    lengths = sorted({r["length"] for r in rows})
+    sections += [f"## Short sequences (the ListOps `small` model, float32, batch "
+                 f"{sizes['harness_batch']})", "", harness.markdown(rows, lengths, "softmax"),
+                 harness.ratio_line(rows, "rfa_gaussian", "rfa_arccos"), ""]
   if results.get("training"):
     training = sizes["training"]
     sections += [f"## Training on generated ListOps (bf16, length {training['max_length']}, "

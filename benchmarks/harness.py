@@ -230,6 +230,7 @@ def main(argv=None):
   args = parse_args(argv)
   rows = run(args)
   table = (markdown(rows, args.lengths, args.baseline) + "\n"
+           + ratio_line(rows, "rfa_gaussian", "rfa_arccos") + "\n\n"
            + target_line(rows, max(args.lengths), args.baseline) + "\n")
   write_results(args.out, dict(
       rows=rows, args=vars(args), commit=git_commit(), jax_version=jax.__version__,
@@ -237,6 +238,14 @@ def main(argv=None):
       device_count=jax.device_count(), machine=platform.machine(), max_rss_bytes=max_rss_bytes()),
       table)
   return rows
+
+
+def ratio_line(rows, name: str, other: str) -> str:
+  """`name`'s steps/s over `other`'s at every length where both were measured."""
+  speed = {(r["attention"], r["length"]): r["steps_per_sec"] for r in rows if "steps_per_sec" in r}
+  lengths = sorted({length for attention, length in speed if attention == name})
+  ratios = [f"{speed[name, n] / speed[other, n]:.2f} at {n}" for n in lengths if (other, n) in speed]
+  return f"{name} / {other} steps/s: {', '.join(ratios) or 'not measured'}"
 
 
 def target_line(rows, length, baseline, candidate="rfa_gaussian", speedup=6.0, memory=0.15) -> str:

@@ -64,6 +64,10 @@ def test_quick_check_runs_every_step(tmp_path):
   harness = {r["attention"]: r for r in results["harness"]["rows"]}
   assert harness["rfa_gaussian"]["steps_per_sec"] > 0 and "speedup" in harness["rfa_gaussian"]
   assert harness["softmax"]["implementation"] == "xla"
+  short = {r["attention"]: r for r in results["harness_short"]["rows"]}
+  assert set(short) == set(gpu_check.QUICK.short_attentions)
+  assert all(r["steps_per_sec"] > 0 and r["dtype"] == "float32" for r in short.values())
+  assert "Short sequences" in table and "rfa_gaussian / rfa_arccos steps/s: " in table
   (training,) = results["training"]
   assert training["steps_per_sec"] > 0 and training["test_loss"] > 0
   assert [c["item"] for c in results["targets"]] == ["1", "2", "2", "3", "3"]

@@ -54,3 +54,12 @@ def test_cells_are_timed_in_turn_and_a_failing_cell_leaves_the_rotation():
   assert rows["a"]["spread"] == 0.0 and rows["d"]["steps_per_sec"] == 4.0
   assert rows["b"]["skipped"].startswith("out of memory") and "steps_per_sec" not in rows["b"]
   assert rows["c"] == dict(attention="c", skipped="needs 20 GiB")
+
+
+def test_ratio_line_compares_two_mechanisms_where_both_ran():
+  rows = [dict(attention="a", length=128, steps_per_sec=3.0), dict(attention="b", length=128,
+                                                                  steps_per_sec=4.0),
+          dict(attention="a", length=512, steps_per_sec=1.0), dict(attention="b", length=512,
+                                                                  skipped="out of memory: x")]
+  assert harness.ratio_line(rows, "a", "b") == "a / b steps/s: 0.75 at 128"
+  assert harness.ratio_line(rows[2:], "a", "b") == "a / b steps/s: not measured"
