@@ -17,7 +17,7 @@ import numpy as np
 
 from rfa_jax import causal as causal_forms
 from rfa_jax.normalizer import check_normalizer, normalize
-from rfa_jax.random_features import query_key_features
+from rfa_jax.random_features import query_key_features, token_features
 from rfa_jax.segments import grouped, key_mask_of, last_sequence, restarts, zero_padding
 from rfa_jax.validation import (check_attention_args, check_gate_values, check_projection,
                                 check_rank, check_sigma, check_window, resolve_feature_map)
@@ -250,8 +250,7 @@ def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sig
     decay = jnp.where(reset_t[:, None], 0.0, 1.0 if gate_t is None else gate_t)
     if window is not None:
       state = state._replace(window_kept=state.window_kept & ~reset_t[:, None])
-  phi_q, phi_k = (phi[:, :, 0] for phi in
-                  query_key_features(q_t[:, None], k_t[:, None], projection, feature_map, sigma))
+  phi_q, phi_k = token_features(q_t, k_t, projection, feature_map, sigma)
   rfa_state, out = causal_forms.recurrent_step(causal_forms.DecodeState(state.s, state.z), phi_q,
                                                phi_k, v_t, key_weight, decay, normalizer)
   state = state._replace(s=rfa_state.s, z=rfa_state.z)

@@ -108,6 +108,20 @@ def _sin_cos_jvp(num_features, primals, tangents):
   return _sin_quadrants(wx, shift), _sin_quadrants(wx, shift + 1) * dwx
 
 
+@jax.custom_jvp
+def _sin_then_cos(wx: jax.Array) -> jax.Array:
+  """[sin wx, cos wx]: [..., F] -> [..., 2F], two elementwise passes and a concatenation: cheaper
+  than `_sin_cos` on [W; W] for small inputs (one token: decoding); d/dx = [cos, -sin]."""
+  return jnp.concatenate([_sin_quadrants(wx, 0), _sin_quadrants(wx, 1)], axis=-1)
+
+
+@_sin_then_cos.defjvp
+def _sin_then_cos_jvp(primals, tangents):
+  (wx,), (dwx,) = primals, tangents
+  return _sin_then_cos(wx), jnp.concatenate([_sin_quadrants(wx, 1) * dwx,
+                                             _sin_quadrants(wx, 2) * dwx], axis=-1)
+
+
 def _cos_columns(shape, num_features):
   """int32 [..., 2 num_features] (broadcastable to `shape`): 0 on the sin columns, 1 on the cos ones."""
   return (jnp.arange(shape[-1], dtype=jnp.int32) >= num_features).astype(jnp.int32)
@@ -128,7 +142,7 @@ def feature_map(x: jax.Array, projection: jax.Array, kind: str = "gaussian") -> 
   if kind not in FEATURE_MAPS:
     raise ValueError(f"kind={kind!r} is not a feature map; expected one of {FEATURE_MAPS}")
   x = x.astype(jnp.float32)
-  wx = jnp.einsum("...hd,hfd->...hf", x, _rows(projection, kind))
+  wx = jnp.einsum("...hd,hfd->...hf", x, projection.astype(jnp.float32))
   return _phi(wx, kind, projection.shape[-2], _squared_norm(x) if kind == "positive" else None)
 
 
@@ -143,8 +157,11 @@ def _rows(projection, kind):
 
 
 def _phi(wx: jax.Array, kind: str, num_features: int, squared_norm=None) -> jax.Array:
-  """phi from the projections wx = x . `_rows(W, kind)`: [..., feature_dim] (`feature_map`);
-  squared_norm: |x|^2 [..., 1], positive map only."""
+  """phi from the projections wx = Wx: [..., num_features], or x . `_rows(W, kind)`: [...,
+  2 num_features] for the sin/cos features (one pass, no concatenation: long inputs), ->
+  [..., feature_dim] (`feature_map`); squared_norm: |x|^2 [..., 1], positive map only."""
+  if kind == "gaussian" and wx.shape[-1] == num_features:
+    return _sin_then_cos(wx) / math.sqrt(num_features)
   if kind == "gaussian":
     return _sin_cos(wx, num_features) / math.sqrt(num_features)
   if kind == "positive":
@@ -181,9 +198,11 @@ def query_key_features(q, k, projection, kind, sigma):
   `feature_map` with W scaled by sigma (the positive map's |x|^2 is |x^|^2).
 
   Scaling by sigma gives a Gaussian kernel exp(sigma^2 (q^ . k^ - 1)), i.e. softmax attention with
-  logits sigma^2 q^ . k^ once normalised. Heads first, the projection is a matrix product batched
-  over (batch, head) whose output the feature map reads in place; every RFA form sums over the
-  length axis of [B, H, L, F].
+  logits sigma^2 q^ . k^ once normalised. Heads first, every RFA form sums over the length axis of
+  [B, H, L, F]. For L >= d the projection is a product batched over (batch, head), W broadcast
+  over the batch, whose output the feature map reads in place; for shorter inputs (decoding: L = 1)
+  W is shared by the batch's rows (a [B, H, 2F, d] copy of W would outweigh the features) and the
+  small output is transposed. One token at a time: `token_features`.
   """
   sigma = jnp.asarray(sigma, jnp.float32)
   sigma = jnp.reshape(sigma, sigma.shape + (1, 1))  # per head of [B, H, L, d]
@@ -191,7 +210,20 @@ def query_key_features(q, k, projection, kind, sigma):
 
   def features(x):
     unit = jnp.swapaxes(l2_normalize(x.astype(jnp.float32)), 1, 2)  # [B, H, L, d]
-    wx = jnp.einsum("bhld,bhfd->bhlf", unit * sigma, jnp.broadcast_to(rows, unit.shape[:1] + rows.shape))
+    if unit.shape[2] >= unit.shape[3]:
+      w = jnp.broadcast_to(rows, unit.shape[:1] + rows.shape)
+      wx = jnp.einsum("bhld,bhfd->bhlf", unit * sigma, w)
+    else:
+      wx = jnp.einsum("bhld,hfd->bhlf", unit * sigma, rows)
     return _phi(wx, kind, projection.shape[-2], _squared_norm(unit) if kind == "positive" else None)
 
   return features(q), features(k)
+
+
+def token_features(q, k, projection, kind, sigma):
+  """`query_key_features` of one token: q, k: [B, H, d] -> [B, H, F] (decoding's layout, no
+  transposes), sigma folded into W."""
+  sigma = jnp.asarray(sigma, jnp.float32)
+  scaled = projection.astype(jnp.float32) * jnp.reshape(sigma, sigma.shape + (1, 1))
+  return (feature_map(l2_normalize(q.astype(jnp.float32)), scaled, kind),
+          feature_map(l2_normalize(k.astype(jnp.float32)), scaled, kind))

@@ -9,7 +9,7 @@ import pytest
 
 import rfa_jax
 from rfa_jax.random_features import (_householder_q, _orthonormal_columns, _sin_cos, arccos_kernel,
-                                     gaussian_kernel)
+                                     gaussian_kernel, query_key_features, token_features)
 
 
 def _normal_cdf(x):
@@ -177,3 +177,19 @@ def test_positive_features_are_positive_and_estimate_small_kernel_values_closely
     if kind == "positive":
       assert bool(jnp.all(phi > 0))
   assert errors["positive"] < 0.1 * errors["gaussian"], errors
+
+
+def test_feature_layouts_agree_with_their_gradients():
+  """The sin/cos features of one token (`feature_map`: two passes and a concatenation) equal those
+  of a sequence (`query_key_features`: one pass over [W; W]), values and gradients."""
+  keys = jax.random.split(jax.random.PRNGKey(3), 3)
+  x = jax.random.normal(keys[0], (2, 3, 4, 8))  # [B, L, H, d]
+  w = rfa_jax.random_projection(keys[1], 4, 6, 8)
+  sigma = jnp.array([0.5, 1.0, 1.5, 2.0])
+  cotangent = jax.random.normal(keys[2], (2, 4, 3, 12))
+  sequence = lambda x: query_key_features(x, x, w, "gaussian", sigma)[0]
+  tokens = lambda x: jnp.stack([token_features(x[:, i], x[:, i], w, "gaussian", sigma)[0]
+                                for i in range(x.shape[1])], axis=2)
+  np.testing.assert_allclose(tokens(x), sequence(x), atol=1e-6)
+  grads = [jax.grad(lambda x: jnp.sum(f(x) * cotangent))(x) for f in (tokens, sequence)]
+  np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)
