@@ -14,7 +14,9 @@ it exits non-zero at the end if any run failed. Re-running the same command fini
 
 import ctypes
 import dataclasses
+import functools
 import json
+import os
 import pathlib
 import re
 import signal
@@ -126,11 +128,14 @@ def is_finished(workdir) -> bool:
   return (pathlib.Path(workdir) / "results.json").exists()
 
 
-def _die_with_parent():
-  """In the child before exec (Linux): SIGKILL when the sweep dies, so that a killed sweep leaves no
-  run writing into a workdir that the next sweep resumes."""
+def _die_with_parent(parent: int):
+  """In the child before exec (Linux): SIGKILL when the sweep (pid `parent`) dies, so that a killed
+  sweep leaves no run writing into a workdir that the next sweep resumes. A sweep that died between
+  the fork and this call sent no signal: the child, already adopted by another process, stops."""
   if sys.platform.startswith("linux"):
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+      os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _output_tail(log_path, offset: int) -> list[str]:
@@ -153,7 +158,8 @@ def execute(run: Run) -> dict:
     log.flush()
     start = time.perf_counter()
     process = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                               stdin=subprocess.DEVNULL,
+                               preexec_fn=functools.partial(_die_with_parent, os.getpid()))
     try:
       returncode = process.wait()
     finally:
