@@ -1,6 +1,8 @@
-"""The README's commands are the ones CI runs."""
+"""The README's commands are the ones CI runs; links in the docs lead somewhere; imports flow one way."""
 
 import pathlib
+import re
+import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -9,6 +11,20 @@ def test_ci_runs_the_readme_test_command():
   command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
   assert "pytest" in command
   assert command in (ROOT / "README.md").read_text()
+
+
+def test_relative_links_in_tracked_markdown_resolve():
+  tracked = subprocess.run(["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+  assert "README.md" in tracked
+  broken = []
+  for name in tracked:
+    path = ROOT / name
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+      target = target.split("#")[0]
+      if target and not re.match(r"[a-z]+:", target) and not (path.parent / target).exists():
+        broken.append(f"{name}: {target}")
+  assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
 
 
 def _project_imports() -> dict[str, set[str]]:
