@@ -1,6 +1,6 @@
 """Byte-level causal language modelling (task `lm`): next-byte prediction, bits per byte.
 
-`--config=configs/lm.py:<attention>[,<preset>...]`, e.g. `rfa_gaussian,quick,gated,stateful`.
+`--config=configs/lm.py:<attention>[,<preset>...]`, e.g. `rfa_gaussian,quick,gated,positive`.
 `max_length` is the segment length. `task_options.source`: "stdlib" (the running Python's standard
 library sources, offline), "enwik8" / "text8" (`<data_dir>/enwik8[.zip]`, `<data_dir>/text8[.zip]`) or
 "files" (`task_options.files`, comma-separated UTF-8 text paths). `task_options.stateful=True` (RFA
@@ -22,6 +22,9 @@ PRESETS = {
         "model.mlp_dim": 512, "model.dropout_rate": 0.0,
     },
     "gated": {"model.attention_options.gated": True},
+    # Positive random features of the same Gaussian kernel (rfa_gaussian only): with `gated`, pure
+    # RFA at softmax's bits per byte in docs/choosing.md's runs.
+    "positive": {"model.attention_options.feature_map": "positive"},
     "stateful": {"task_options.stateful": True},
     # Exact softmax over the 32 previous bytes beside RFA with positive features, whose weight starts
     # at 0 (rfa_gaussian; rfa_arccos keeps its own features): see docs/choosing.md.
@@ -29,7 +32,7 @@ PRESETS = {
                     "model.attention_options.feature_map": "positive",
                     "model.attention_options.rfa_scale_init": 0.0},
 }
-RFA_ONLY = ("gated", "stateful", "recommended")
+RFA_ONLY = ("gated", "stateful", "positive", "recommended")
 
 
 def get_config(arg=None):
@@ -62,6 +65,9 @@ def get_config(arg=None):
   if rfa_presets and not name.startswith("rfa_"):
     raise ValueError(f"preset(s) {rfa_presets} need an RFA attention (rfa_gaussian, rfa_arccos); "
                      f"got {name!r}")
+  if name == "rfa_arccos" and "positive" in presets:
+    raise ValueError("preset 'positive' gives rfa_gaussian positive features of its Gaussian kernel; "
+                     "rfa_arccos has the arc-cosine kernel's own features: use rfa_gaussian,...,positive")
   presets = PRESETS
   if name == "rfa_arccos":  # the arc-cosine kernel has one feature map
     presets = {**PRESETS, "recommended": {key: value for key, value in PRESETS["recommended"].items()

@@ -53,3 +53,13 @@ def test_recommended_preset_switches_on_the_window_for_rfa_only(task, name):
   assert config_lib.load(str(path), name).model.attention_options.window is None
   with pytest.raises(ValueError, match="recommended"):
     config_lib.load(str(path), "softmax,recommended")
+
+
+def test_positive_preset_gives_rfa_gaussian_positive_features_and_refuses_the_others():
+  path = next(p for p in CONFIGS if p.stem == "lm")
+  options = config_lib.load(str(path), "rfa_gaussian,quick,gated,positive").model.attention_options
+  assert options.feature_map == "positive" and options.gated and options.window is None
+  with pytest.raises(ValueError, match="rfa_arccos has the arc-cosine kernel's own features"):
+    config_lib.load(str(path), "rfa_arccos,positive")
+  with pytest.raises(ValueError, match=r"need an RFA attention.*'softmax'"):
+    config_lib.load(str(path), "softmax,positive")
