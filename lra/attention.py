@@ -69,6 +69,18 @@ def _check_name(name):
     raise ValueError(f"unknown attention {name!r}; registered: {', '.join(names())}")
 
 
+def _check_defining_options(name, options):
+  """A name that presets an option (rfa_arccos: feature_map="arccos") is defined by it: another
+  value would run another mechanism under this name."""
+  builder = _MECHANISMS[name]
+  for key, value in (builder.keywords if isinstance(builder, functools.partial) else {}).items():
+    if key in options and options[key] != value:
+      raise ValueError(f"attention {name!r} is defined by {key}={value!r}; got {key}="
+                       f"{options[key]!r}, which would run another mechanism under its name. Drop "
+                       f"the option, or pick the mechanism that takes it (feature_map 'gaussian' or "
+                       f"'positive': rfa_gaussian)")
+
+
 def compute_dtype(dtype) -> jnp.dtype:
   """The dtype of activations and matrix products: "float32" | "bfloat16" (or those jnp dtypes)."""
   try:
@@ -87,6 +99,7 @@ def make(name: str, *, emb_dim: int, num_heads: int, qkv_dim: int, max_length: i
   _check_name(name)
   if qkv_dim % num_heads:
     raise ValueError(f"qkv_dim={qkv_dim} must be divisible by num_heads={num_heads}")
+  _check_defining_options(name, options)
   return _MECHANISMS[name](emb_dim=emb_dim, num_heads=num_heads, qkv_dim=qkv_dim,
                          max_length=max_length, rngs=rngs, causal=causal,
                          dtype=compute_dtype(dtype), **options)

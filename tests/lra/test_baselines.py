@@ -127,6 +127,12 @@ def test_unknown_option_is_rejected(name):
     build(name, not_an_option=1)
 
 
+def test_an_option_that_defines_the_name_cannot_be_overridden():
+  with pytest.raises(ValueError, match=r"'rfa_arccos' is defined by feature_map='arccos'.*rfa_gaussian"):
+    build("rfa_arccos", feature_map="positive")
+  assert build("rfa_arccos", feature_map="arccos").attention.feature_map == "arccos"
+
+
 @pytest.mark.parametrize("name, options, bad", [
     ("local", dict(block_size=0), "block_size"), ("sparse", dict(pattern="diagonal"), "pattern"),
     ("reformer", dict(num_buckets=5), "num_buckets"), ("synthesizer", dict(variant="x"), "variant"),
