@@ -23,6 +23,9 @@ PRESETS = {
     # RFA with exact softmax attention over a band of 16 positions beside it (rfa_gaussian,
     # rfa_arccos): see docs/choosing.md.
     "recommended": {"model.attention_options.window": 16},
+    # Pure RFA with bidirectional gating (rfa_gaussian, rfa_arccos): a forward and a reverse gate
+    # give the encoder a learned recency bias both ways; see docs/choosing.md.
+    "gated": {"model.attention_options.gated": True},
 }
 
 

@@ -2,8 +2,9 @@
 
 `rfa_gaussian` and `rfa_arccos` differ in the default of `feature_map` only. Options (config
 `model.attention_options`): num_features (64), feature_map ("gaussian": the paper's sin/cos features;
-"positive": positive features of the same Gaussian kernel; "arccos"), chunk_size (causal only, None = the
-library default), gated (causal only), redraw (True: new random features at every training step),
+"positive": positive features of the same Gaussian kernel; "arccos"), chunk_size (the chunked causal and gated
+forms; None = the library default), gated (causal: the paper's gate; otherwise bidirectional gating, a forward and a
+reverse gate), redraw (True: new random features at every training step),
 orthogonal (True), sigma_init (1.0), normalizer ("floor": the denominator rule, see
 `rfa_jax.normalizer`), exact_kernel (False; True computes the kernel the features estimate exactly, a
 quadratic control), window (None; w adds exact softmax attention over the w nearest positions to

@@ -7,7 +7,8 @@ logits sigma^2 q^ . k^ (feature_map="gaussian"). `normalizer` is the denominator
 (`rfa_jax.normalizer`). `window=w` adds exact softmax attention over the w nearest positions
 (`rfa_jax.window`, logits q . k / sqrt(head_dim)) to the RFA output: out = rfa_scale * RFA + window
 attention, with `rfa_scale` a scalar or one factor per head (1 by default). `segment_ids` packs
-several sequences into a row (`rfa_jax.segments`): each attends only within itself.
+several sequences into a row (`rfa_jax.segments`): each attends only within itself. A gate is the
+paper's recency bias of causal attention; with `reverse_gate` it is bidirectional.
 Features, states and sums are float32; the output has v's dtype.
 """
 
@@ -58,15 +59,19 @@ def _heads_first(x):
 
 def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
         gate=None, chunk_size=None, normalizer="floor", window=None, rfa_scale=1.0,
-        segment_ids=None, inter_chunk="scan", kind=None):
+        segment_ids=None, inter_chunk="scan", reverse_gate=None, kind=None):
   """Random feature attention. Returns [batch, length, heads, value_dim].
 
   feature_map: "gaussian" (sin/cos) or "arccos" (relu); `kind=` is its deprecated name.
   causal=False: every unmasked key is visible (`chunk_size` is unused).
   causal=True: key j is visible to query i when j <= i; `chunk_size=1` runs the token recurrence,
     otherwise the chunked form (default chunk DEFAULT_CHUNK_SIZE); both give the same result.
-  key_mask: [batch, length] bool, False = padding. gate: [batch, length, heads] in (0, 1), causal only:
+  key_mask: [batch, length] bool, False = padding. gate: [batch, length, heads] in (0, 1), causal:
     S_i = g_i S_{i-1} + (1 - g_i) phi(k_i) v_i^T.
+  reverse_gate: [batch, length, heads] in (0, 1), with `gate` and causal=False: bidirectional gating,
+    a forward pass gated by g and a backward one gated by h summed before the one normalisation:
+    w_ij = (1 - g_j) prod_{j<r<=i} g_r for j <= i, plus (1 - h_j) prod_{i<=r<j} h_r for j >= i (the
+    key j = i is in both). Linear in length: two chunked passes (`chunk_size`, `inter_chunk`).
   normalizer: "floor" | "clamp1" | "rms", the denominator rule (`rfa_jax.normalizer`).
   window: None, or w >= 1: add exact softmax attention over i - w < j <= i (causal) or |i - j| < w.
   rfa_scale: scalar or [heads], the factor of the RFA term (out = rfa_scale * RFA + window term).
@@ -80,7 +85,7 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
   check_attention_args(q, k, v, projection, feature_map=feature_map, sigma=sigma, causal=causal,
                        key_mask=key_mask, gate=gate, chunk_size=chunk_size, normalizer=normalizer,
                        window=window, rfa_scale=rfa_scale, segment_ids=segment_ids,
-                       inter_chunk=inter_chunk)
+                       inter_chunk=inter_chunk, reverse_gate=reverse_gate)
   key_mask = key_mask_of(key_mask, segment_ids)
   k, v, key_weight = _mask_padding(k, v, key_mask)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
@@ -89,6 +94,9 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
     reset = None if segment_ids is None else restarts(segment_ids)
     out, _ = _causal(phi_q, phi_k, values, key_weight, gate, chunk_size, None, normalizer, reset,
                      inter_chunk)
+  elif reverse_gate is not None:
+    out = _bidirectional(phi_q, phi_k, values, key_weight, gate, reverse_gate, segment_ids,
+                         chunk_size or DEFAULT_CHUNK_SIZE, normalizer, inter_chunk)
   elif segment_ids is not None:
     out = grouped(phi_q, segment_ids, phi_k, values, segment_ids, key_weight,
                   chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer,
@@ -120,6 +128,32 @@ def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normal
   return causal_forms.chunked(phi_q, phi_k, v, key_weight, log_decay, initial_state=initial_state,
                               chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer,
                               reset=reset, inter_chunk=inter_chunk)
+
+
+def _gated_sums(phi_q, phi_k, v, key_weight, gate, segment_ids, chunk_size, inter_chunk):
+  """The unnormalised sums of the gated causal form: (numerator [B, H, L, dv], denominator
+  [B, H, L]); arguments heads first as in `_causal`."""
+  gate = jnp.swapaxes(gate.astype(jnp.float32), 1, 2)  # [B, H, L]
+  key_weight = (1 - gate) if key_weight is None else key_weight * (1 - gate)
+  reset = None if segment_ids is None else restarts(segment_ids)
+  numerator, denominator, _ = causal_forms.chunked_sums(
+      phi_q, phi_k, v, key_weight, jnp.log(gate), chunk_size=chunk_size, reset=reset,
+      inter_chunk=inter_chunk)
+  return numerator, denominator
+
+
+def _bidirectional(phi_q, phi_k, v, key_weight, gate, reverse_gate, segment_ids, chunk_size,
+                   normalizer, inter_chunk):
+  """Bidirectional gating (`rfa`'s reverse_gate): the gated causal sums of the sequence, and those of
+  the reversed sequence under reverse_gate, reversed back, added, then normalised once. Heads
+  first; gate, reverse_gate: [B, L, H]; segment_ids: [B, L] (one run each) or None."""
+  flip = lambda x: None if x is None else jnp.flip(x, axis=2)  # the length axis, heads first
+  flip_ids = lambda ids: None if ids is None else jnp.flip(ids, axis=1)
+  forward = _gated_sums(phi_q, phi_k, v, key_weight, gate, segment_ids, chunk_size, inter_chunk)
+  backward = _gated_sums(flip(phi_q), flip(phi_k), flip(v), flip(key_weight),
+                         jnp.flip(reverse_gate, axis=1), flip_ids(segment_ids), chunk_size,
+                         inter_chunk)
+  return normalize(forward[0] + flip(backward[0]), forward[1] + flip(backward[1]), normalizer)
 
 
 def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mask=None,

@@ -19,7 +19,8 @@ lets each query see, is read on its first head as:
   id that of the first query that sees it; in self attention a position's id is its key's id, else
   its query's. Every query of one sequence sees that sequence's first key first, so a sequence gets
   one id; ids need not be contiguous;
-- representable when (causal: every sequence is one run of positions, padding aside, and) every
+- representable when (causal, or `runs` for bidirectional gating: every sequence is one run of
+  positions, padding aside, and) every
   query row either is all False (a padded query: its output is unspecified,
   as with softmax attention, which averages all keys there) or equals "kept keys with the query's id"
   (and j <= i when causal). A mask with one row for all queries, `[batch|1, heads|1, 1, kv_len]`, and
@@ -53,9 +54,10 @@ class MaskReading(NamedTuple):
   representable: jax.Array | None = None
 
 
-def read_mask(mask, *, batch, num_heads, q_len, kv_len, causal, cross=False) -> MaskReading:
+def read_mask(mask, *, batch, num_heads, q_len, kv_len, causal, cross=False,
+              runs=False) -> MaskReading:
   """Reads `mask` (see the module docstring). Shapes are checked here; the pattern check is in-graph,
-  see `check_representable`."""
+  see `check_representable`. runs: every sequence must be one run of positions (implied by causal)."""
   if mask is None:
     return MaskReading(None)
   shape = np.shape(mask)
@@ -82,7 +84,7 @@ def read_mask(mask, *, batch, num_heads, q_len, kv_len, causal, cross=False) -> 
     expected = expected & _past(q_len, kv_len)
   padded_query = ~jnp.any(visible, axis=-1, keepdims=True)
   representable = jnp.all(padded_query | (visible == expected[:, None]), axis=(1, 2, 3))
-  if causal:  # the causal forms restart where a new id starts
+  if causal or runs:  # the causal and gated forms restart where a new id starts
     representable = representable & one_run_each(query_ids)
   packed = _several(query_ids) | _several(key_ids)
   return MaskReading(broadcast(key_mask), broadcast(query_ids),
@@ -108,7 +110,7 @@ def _past(q_len, kv_len):
   return jnp.tril(jnp.ones((q_len, kv_len), bool))
 
 
-def check_representable(mask, representable, *, causal, cross=False, **shapes):
+def check_representable(mask, representable, *, causal, cross=False, runs=False, **shapes):
   """Raises ValueError when a concrete mask is not representable (see the module docstring); a traced
   mask cannot raise, so the caller poisons the output rows of such batch elements with NaN instead."""
   if representable is None or isinstance(representable, jax.core.Tracer):
@@ -126,4 +128,6 @@ def check_representable(mask, representable, *, causal, cross=False, **shapes):
       f"mask of shape {np.shape(mask)} (batch element {int(bad[0])}) is an attention pattern that RFA "
       "cannot apply: RFA honours key padding" + (" together with causality" if causal else "") +
       " and block-diagonal packed-sequence (segment) masks (rows of padded queries may be all "
-      "False); other per-query or per-head patterns (local windows, arbitrary masks) are rejected")
+      "False" + ("; each sequence one run of positions, as the gates run along it" if runs and
+                 not causal else "") +
+      "); other per-query or per-head patterns (local windows, arbitrary masks) are rejected")

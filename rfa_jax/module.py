@@ -68,10 +68,13 @@ class RFAAttention(nnx.Module):
     feature_map: "gaussian" (sin/cos features of the Gaussian kernel, i.e. softmax on normalised
       q, k), "positive" (positive features of the same kernel) or "arccos" (relu, arc-cosine kernel).
     causal: key j visible to query i only when j <= i (`is_causal=True` at call does the same).
-    gated: (causal only) g_t = sigmoid(W_g x_t + b_g) per head and step,
-      S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T.
-    gate_bias_init: the initial b_g (gated): 0 starts every gate at 1/2, a memory of about two
-      tokens; b starts it at sigmoid(b), about 1 + e^b tokens (e.g. 3: about 21).
+    gated: g_t = sigmoid(W_g x_t + b_g) per head and step, S_t = g_t S_{t-1} + (1 - g_t) phi(k_t)
+      v_t^T (the paper's gate, causal). Not causal: bidirectional gating, a second gate
+      h_t = sigmoid(W_h x_t + b_h) (the Linear `reverse_gate`) runs the same recurrence backwards
+      and each query sums both directions (`rfa_jax.rfa`'s reverse_gate); called with
+      is_causal=True such a module uses g alone. Self attention only.
+    gate_bias_init: the initial b_g (and b_h) (gated): 0 starts every gate at 1/2, a memory of about
+      two tokens; b starts it at sigmoid(b), about 1 + e^b tokens (e.g. 3: about 21).
     chunk_size: causal form; 1 = token recurrence, None = `rfa_jax.DEFAULT_CHUNK_SIZE`.
     inter_chunk: how the chunked forms pass the state across chunks: "scan" (sequential) or
       "parallel" (cumulative sums / an associative scan); the same result (`rfa_jax.rfa`).
@@ -170,8 +173,6 @@ class RFAAttention(nnx.Module):
     if orthogonal_method not in ORTHOGONAL_METHODS:
       raise ValueError(f"orthogonal_method={orthogonal_method!r}; expected one of "
                        f"{ORTHOGONAL_METHODS}")
-    if gated and not causal:
-      raise ValueError("gated=True needs causal=True: the gate is a recency bias of causal attention")
     if gate_bias_init != 0.0 and not gated:
       raise ValueError(f"gate_bias_init={gate_bias_init} needs gated=True")
     if not isinstance(projection_seed, (int, np.integer)):
@@ -213,9 +214,11 @@ class RFAAttention(nnx.Module):
                       dot_general=out_dot_general, dot_general_cls=out_dot_general_cls,
                       kernel_metadata=out_kernel_metadata or kernel_metadata,
                       bias_metadata=out_bias_metadata or bias_metadata)
-    self.gate = (nnx.Linear(self.in_kv_features, num_heads, dtype=dtype, param_dtype=param_dtype,
-                            precision=precision, bias_init=initializers.constant(gate_bias_init),
-                            rngs=rngs) if gated else nnx.data(None))
+    gate = lambda: nnx.Linear(self.in_kv_features, num_heads, dtype=dtype, param_dtype=param_dtype,
+                              precision=precision, bias_init=initializers.constant(gate_bias_init),
+                              rngs=rngs)
+    self.gate = gate() if gated else nnx.data(None)
+    self.reverse_gate = gate() if gated and not causal else nnx.data(None)
     self.sigma = nnx.Param(jnp.full((num_heads,), sigma_init, param_dtype))
     self.rfa_scale = (nnx.Param(jnp.full((num_heads,), rfa_scale_init, param_dtype))
                       if window is not None else nnx.data(None))
@@ -315,7 +318,7 @@ class RFAAttention(nnx.Module):
     if self.normalize_qk:
       q, k = self.query_ln(q), self.key_ln(k)
     k, v = self._repeat_kv_heads(k), self._repeat_kv_heads(v)
-    gate = jax.nn.sigmoid(self.gate(inputs_k).astype(jnp.float32)) if self.gated else None
+    gates = self._gates(inputs_k, causal)
     reading = self._read_mask(mask, q.shape, k.shape[1], decode, causal, cross,
                               explicit=segment_ids is not None or key_segment_ids is not None)
     if segment_ids is not None or key_segment_ids is not None:
@@ -328,6 +331,10 @@ class RFAAttention(nnx.Module):
     if self.window is not None:
       options.update(window=self.window, rfa_scale=self.rfa_scale[...].astype(jnp.float32))
 
+    if cross and self.gated:
+      raise ValueError("gated=True gates along the one sequence of self attention (both ways when not "
+                       "causal); cross attention (inputs_k another array than inputs_q) has no such "
+                       "order: build it with gated=False")
     if cross and self.window is not None:
       raise ValueError(f"window={self.window} is a band of self attention; cross attention "
                        "(inputs_k another array than inputs_q) has none: build it with window=None")
@@ -338,7 +345,8 @@ class RFAAttention(nnx.Module):
     projection = None
     if decode:
       projection = self.evaluation_projection()
-      out = self._decode(q, k, v, gate, key_mask, projection, options, reading.segment_ids)
+      out = self._decode(q, k, v, gates.get("gate"), key_mask, projection, options,
+                         reading.segment_ids)
     else:
       if not self.exact_kernel:
         projection = (self._draw_projection(self._next_key(rngs, "projection"))
@@ -346,28 +354,37 @@ class RFAAttention(nnx.Module):
 
       def attend(segments):
         if self.exact_kernel:
-          return kernel_attention(q, k, v, causal=causal, key_mask=key_mask, gate=gate, **segments,
+          return kernel_attention(q, k, v, causal=causal, key_mask=key_mask, **gates, **segments,
                                   **options)
         if cross or k.shape[1] != q.shape[1]:
           return rfa_cross(q, k, v, projection, key_mask=key_mask, **segments, **options)
-        return rfa(q, k, v, projection, causal=causal, key_mask=key_mask, gate=gate,
+        return rfa(q, k, v, projection, causal=causal, key_mask=key_mask, **gates,
                    chunk_size=self.chunk_size, inter_chunk=self.inter_chunk, **segments, **options)
 
       out = _unpacked_where_possible(attend, segments, reading.packed)
     if sow_weights:
       self.sow(nnx.Intermediate, "attention_weights",
-               self._weights(q, k, causal, key_mask, gate, options, projection, segments))
+               self._weights(q, k, causal, key_mask, gates, options, projection, segments))
     if reading.representable is not None:
       out = jnp.where(reading.representable[:, None, None, None], out, jnp.nan)
     return self.out(out, out_sharding=out_sharding)
 
-  def _weights(self, q, k, causal, key_mask, gate, options, projection, segments):
+  def _gates(self, inputs, causal):
+    """This call's gates, [B, L, H] each: none ungated, `gate` when causal, else also
+    `reverse_gate` (bidirectional gating)."""
+    if not self.gated:
+      return {}
+    of = lambda linear: jax.nn.sigmoid(linear(inputs).astype(jnp.float32))
+    return dict(gate=of(self.gate)) if causal else dict(gate=of(self.gate),
+                                                        reverse_gate=of(self.reverse_gate))
+
+  def _weights(self, q, k, causal, key_mask, gates, options, projection, segments):
     """The implicit attention weights a [B, H, Lq, Lk] of this call (out = a v)."""
     if projection is not None:
-      return rfa_weights(q, k, projection, causal=causal, key_mask=key_mask, gate=gate, **segments,
+      return rfa_weights(q, k, projection, causal=causal, key_mask=key_mask, **gates, **segments,
                          **options)
     return weights_of(lambda values: kernel_attention(q, k, values, causal=causal, key_mask=key_mask,
-                                                      gate=gate, **segments, **options), k.shape)
+                                                      **gates, **segments, **options), k.shape)
 
   def _is_deterministic(self, deterministic):
     value = _first(deterministic, self.deterministic, None)
@@ -388,10 +405,11 @@ class RFAAttention(nnx.Module):
       if np.shape(mask)[-1] == self.cache_length != kv_len:  # MHA decode convention: whole cache
         mask = jax.lax.dynamic_slice_in_dim(jnp.asarray(mask), self.cache_index[...], kv_len, axis=-1)
     shapes = dict(batch=q_shape[0], num_heads=self.num_heads, q_len=q_shape[1], kv_len=kv_len)
-    reading = read_mask(mask, causal=causal, cross=cross, **shapes)
+    runs = self.gated and not cross  # bidirectional gating restarts where a new id starts
+    reading = read_mask(mask, causal=causal, cross=cross, runs=runs, **shapes)
     if explicit:
       return MaskReading(reading.key_mask)
-    check_representable(mask, reading.representable, causal=causal, cross=cross, **shapes)
+    check_representable(mask, reading.representable, causal=causal, cross=cross, runs=runs, **shapes)
     return reading
 
   def _drop_values(self, v, key):

@@ -66,26 +66,43 @@ def decay_weights(gate):
   return jnp.exp(gap) * (1 - g)[..., None, :]
 
 
+def gating_weights(gate, reverse_gate=None, weigh=decay_weights):
+  """The gates' w_ij: [B, L, H] -> [B, H, L, L]. `weigh(gate)` (j <= i), plus with reverse_gate h
+  the same weights of the reversed sequence, reversed: (1 - h_j) prod_{i<=r<j} h_r for j >= i.
+  None without gates."""
+  if gate is None:
+    if reverse_gate is not None:
+      raise ValueError("reverse_gate is the backward gate of bidirectional gating: pass it with "
+                       "gate= (the forward gate)")
+    return None
+  weights = weigh(gate)
+  if reverse_gate is not None:
+    weights = weights + jnp.flip(weigh(jnp.flip(reverse_gate, axis=1)), axis=(-2, -1))
+  return weights
+
+
 def rfa_reference(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
                   key_mask=None, gate=None, normalizer="floor", window=None, rfa_scale=1.0,
-                  segment_ids=None, key_segment_ids=None, kind=None):
+                  segment_ids=None, key_segment_ids=None, reverse_gate=None, kind=None):
   """RFA with explicit attention weights: out_i = normalize(sum_j w_ij A_ij v_j, sum_j w_ij A_ij).
 
   A_ij = phi(q_i) . phi(k_j) and w_ij: 1, 0 for masked or future keys or keys of another segment
-  (`segment_ids`, `key_segment_ids` as in `softmax_attention`), or the gate weights (`gate_weights`);
+  (`segment_ids`, `key_segment_ids` as in `softmax_attention`), or times the gate weights
+  (`gate_weights`; with `reverse_gate`, both directions' as in `rfa`);
   `window=w` adds `softmax_attention(..., window=w)` to rfa_scale times that. Quadratic in length;
   also covers cross attention (Lq != Lk, non-causal).
   """
   feature_map = resolve_feature_map(feature_map, kind)
   phi_q, phi_k = query_key_features(q, k, projection, feature_map, sigma)
   scores = jnp.einsum("bhif,bhjf->bhij", phi_q, phi_k)
-  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, gate_weights,
+  gating = gating_weights(gate, reverse_gate, gate_weights)
+  return _mix(scores, q, k, v, causal, key_mask, gating, normalizer, window, rfa_scale,
               segment_ids, key_segment_ids)
 
 
 def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False, key_mask=None,
                      gate=None, normalizer="floor", window=None, rfa_scale=1.0, segment_ids=None,
-                     key_segment_ids=None):
+                     key_segment_ids=None, reverse_gate=None):
   """The attention that RFA's random features estimate, computed exactly: RFA with infinitely many
   features. Quadratic in length; arguments as in `rfa` (no projection).
 
@@ -101,19 +118,20 @@ def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False
     scores = jnp.exp(sigma_sq * (jnp.einsum("bihd,bjhd->bhij", qn, kn) - 1.0))
   else:
     scores = sigma_sq * jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1)
-  return _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, decay_weights,
+  gating = gating_weights(gate, reverse_gate)
+  return _mix(scores, q, k, v, causal, key_mask, gating, normalizer, window, rfa_scale,
               segment_ids, key_segment_ids)
 
 
-def _mix(scores, q, k, v, causal, key_mask, gate, normalizer, window, rfa_scale, weigh_gate,
-         segment_ids, key_segment_ids):
-  """normalize(sum_j w_ij s_ij v_j, sum_j w_ij s_ij) for scores s: [B, H, Lq, Lk], plus the window's
-  softmax attention."""
+def _mix(scores, q, k, v, causal, key_mask, gating, normalizer, window, rfa_scale, segment_ids,
+         key_segment_ids):
+  """normalize(sum_j w_ij s_ij v_j, sum_j w_ij s_ij) for scores s: [B, H, Lq, Lk] and the gates'
+  weights `gating` (or None), plus the window's softmax attention."""
   q_len, k_len = scores.shape[2:]
   weights = visibility(scores.shape[0], q_len, k_len, causal, key_mask, None, segment_ids,
                         key_segment_ids).astype(jnp.float32)
-  if gate is not None:
-    weights = weights * weigh_gate(gate)
+  if gating is not None:
+    weights = weights * gating
   scores = scores * weights
   numerator = jnp.einsum("bhij,bjhd->bihd", scores, v.astype(jnp.float32))
   denominator = jnp.einsum("bhij->bih", scores)

@@ -1,12 +1,13 @@
 """Packed sequences: several sequences (segments) in one row, told apart by `segment_ids`.
 
-`segment_ids: [batch, length]` int, 0 = padding, equal ids = one sequence; for the causal forms each
-sequence is one run of positions, padding aside (as packing lays them out). Query i attends to key j
+`segment_ids: [batch, length]` int, 0 = padding, equal ids = one sequence; for the causal and gated forms
+each sequence is one run of positions, padding aside (as packing lays them out). Query i attends to key j
 only when both carry the same non-zero id; a packed row gives at every real token what its sequence
 gives alone.
 
 - Causal forms restart the state (S, z) where a sequence starts (`restarts`): a decay of exactly 0
-  across the boundary, applied as a mask, never as exp(-inf).
+  across the boundary, applied as a mask, never as exp(-inf). Bidirectional gating restarts both of
+  its passes the same way (the backward one on the reversed row).
 - Padded queries (id 0) output 0 in every form.
 - Non-causal and cross attention sum each query's own segment (`grouped`): keys and queries are
   sorted by (id, key before query), so that every query follows the keys of its segment; one causal
@@ -97,7 +98,7 @@ def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size,
 
 
 def check_segment_ids(name, segment_ids, batch, length, *, contiguous):
-  """Shape [batch, length] and an integer dtype; with `contiguous` (causal forms), when the ids are
+  """Shape [batch, length] and an integer dtype; with `contiguous` (causal and gated forms), when the ids are
   concrete, every non-zero id must occupy one run of positions."""
   if np.shape(segment_ids) != (batch, length):
     raise ValueError(f"{name} has shape {tuple(np.shape(segment_ids))}; expected [batch={batch}, "
@@ -111,6 +112,6 @@ def check_segment_ids(name, segment_ids, batch, length, *, contiguous):
     bad = np.flatnonzero(~np.asarray(one_run_each(jnp.asarray(segment_ids))))
   if bad.size:
     raise ValueError(f"{name}: in batch row {int(bad[0])} an id occurs in separate runs of positions "
-                     "(another id between them); a causal form restarts its state where a new id "
-                     "starts, so each sequence must be one run (padding may sit inside it): renumber "
+                     "(another id between them); a causal or gated form restarts its state where a new "
+                     "id starts, so each sequence must be one run (padding may sit inside it): renumber "
                      "the runs")

@@ -72,7 +72,7 @@ def check_window(window):
 def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=False, key_mask=None,
                          gate=None, chunk_size=None, cross=False, normalizer="floor", window=None,
                          rfa_scale=1.0, segment_ids=None, key_segment_ids=None,
-                         inter_chunk="scan"):
+                         inter_chunk="scan", reverse_gate=None):
   """Validates the arguments of `rfa` (cross=False) and `rfa_cross` (cross=True)."""
   layout = "[batch, length, heads, head_dim]"
   check_rank("q", q, 4, layout)
@@ -92,13 +92,19 @@ def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=Fals
   check_sigma(rfa_scale, heads, name="rfa_scale")
   if key_mask is not None and np.shape(key_mask) != (batch, k_len):
     _fail("key_mask", np.shape(key_mask), f"[batch={batch}, length={k_len}] (False = padding)")
-  if gate is not None:
-    if not causal:
-      raise ValueError("gate is given with causal=False; the gate is a recency bias of causal "
-                       "attention: pass causal=True or drop the gate")
-    if np.shape(gate) != (batch, q_len, heads):
-      _fail("gate", np.shape(gate), f"[batch={batch}, length={q_len}, heads={heads}]")
-    check_gate_values("gate", gate)
+  if reverse_gate is not None and (causal or gate is None):
+    raise ValueError("reverse_gate is the backward gate of bidirectional gating: pass it with gate= "
+                     "(the forward gate) and causal=False")
+  if gate is not None and not causal and reverse_gate is None:
+    raise ValueError("gate is given with causal=False; the gate is a recency bias of causal "
+                     "attention: pass causal=True, add reverse_gate= for bidirectional gating, or "
+                     "drop the gate")
+  for name, values in (("gate", gate), ("reverse_gate", reverse_gate)):
+    if values is None:
+      continue
+    if np.shape(values) != (batch, q_len, heads):
+      _fail(name, np.shape(values), f"[batch={batch}, length={q_len}, heads={heads}]")
+    check_gate_values(name, values)
   if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
     raise ValueError(f"chunk_size={chunk_size!r}; expected a positive integer (1 = token recurrence)")
   if inter_chunk not in INTER_CHUNK:
@@ -108,6 +114,7 @@ def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=Fals
     raise ValueError("cross attention takes segment_ids (the queries') and key_segment_ids (the "
                      "keys') together: pass both, or neither")
   if segment_ids is not None:
-    check_segment_ids("segment_ids", segment_ids, batch, q_len, contiguous=causal)
+    check_segment_ids("segment_ids", segment_ids, batch, q_len,
+                      contiguous=causal or reverse_gate is not None)
   if key_segment_ids is not None:
     check_segment_ids("key_segment_ids", key_segment_ids, batch, k_len, contiguous=False)

@@ -62,6 +62,22 @@ def test_causal_matches_reference(kind, gated, chunk_size):
   _assert_matches_reference(fast, ref, q, k, v, gate)
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "positive"])
+@pytest.mark.parametrize("chunk_size, inter_chunk", [(1, "scan"), (4, "scan"), (4, "parallel"),
+                                                     (64, "scan")])
+def test_bidirectional_gating_matches_reference(kind, chunk_size, inter_chunk):
+  """A forward gate and a reverse gate (causal=False), forward and gradients of both gates."""
+  q, k, v, projection, gate, mask = _inputs(seed=chunk_size)
+  reverse = jax.nn.sigmoid(3.0 * jax.random.normal(jax.random.PRNGKey(11), gate.shape))
+  options = dict(feature_map=kind, sigma=1.3, key_mask=mask)
+  fast = jax.jit(lambda q, k, v, g: rfa_jax.rfa(q, k, v, projection, gate=g[0], reverse_gate=g[1],
+                                               chunk_size=chunk_size, inter_chunk=inter_chunk,
+                                               **options))
+  ref = lambda q, k, v, g: rfa_jax.rfa_reference(q, k, v, projection, gate=g[0],
+                                                 reverse_gate=g[1], **options)
+  _assert_matches_reference(fast, ref, q, k, v, (gate, reverse))
+
+
 @pytest.mark.parametrize("gated, packed", [(False, False), (True, True)])
 def test_parallel_inter_chunk_pass_equals_the_scan(gated, packed):
   """inter_chunk="parallel" (cumulative sums / an associative scan over chunks) against "scan" and

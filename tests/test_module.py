@@ -27,12 +27,12 @@ def _padding(length=L):
   return jnp.arange(length)[None] < LENGTHS[:, None]
 
 
-def _reference(module, x, mask=None, causal=False, gate=None, memory=None):
+def _reference(module, x, mask=None, causal=False, gate=None, memory=None, reverse_gate=None):
   memory = x if memory is None else memory
   q, k, v = module.query(x), module.key(memory), module.value(memory)
   return module.out(rfa_jax.rfa_reference(q, k, v, module.evaluation_projection(),
                                           sigma=module.sigma[...], causal=causal, key_mask=mask,
-                                          gate=gate))
+                                          gate=gate, reverse_gate=reverse_gate))
 
 
 def test_takes_every_argument_of_multi_head_attention_in_its_order():
@@ -64,14 +64,22 @@ def test_same_constructor_and_call_as_multi_head_attention():
     assert module.query_ln is not None
 
 
-@pytest.mark.parametrize("causal, gated", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("causal, gated", [(False, False), (True, False), (True, True),
+                                           (False, True)])
 def test_matches_reference_on_its_own_projections(causal, gated):
+  """(False, True): bidirectional gating, a forward and a reverse gate."""
   module = _module(causal=causal, gated=gated, chunk_size=4, sigma_init=1.3)
   x, mask = _x(), _padding()
   gate = jax.nn.sigmoid(module.gate(x)) if gated else None
-  expected = _reference(module, x, mask, causal, gate)
+  reverse = jax.nn.sigmoid(module.reverse_gate(x)) if gated and not causal else None
+  expected = _reference(module, x, mask, causal, gate, reverse_gate=reverse)
   np.testing.assert_allclose(module(x, mask=mask), expected, atol=1e-5)
   np.testing.assert_allclose(module(x, mask=mask[:, None, None, :]), expected, atol=1e-5)
+  if gated and not causal:  # is_causal=True: the forward gate alone
+    np.testing.assert_allclose(module(x, mask=mask, is_causal=True),
+                               _reference(module, x, mask, True, gate), atol=1e-5)
+    with pytest.raises(ValueError, match="gated=True gates along the one sequence"):
+      module(x, _x(1, length=7))
 
 
 def test_cross_attention_with_encoder_padding_in_every_mask_form():
@@ -297,7 +305,6 @@ def test_rfa_weights_sum_to_one_over_visible_keys():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(attention_fn=lambda *a, **k: None), "attention_fn=.* cannot be used: RFA replaces"),
-    (dict(gated=True), "gated=True needs causal=True"),
     (dict(feature_map="relu"), "feature_map='relu'"),
     (dict(dropout_rate=1.0), "dropout_rate=1.0; expected 0 <= dropout_rate < 1"),
     (dict(num_kv_heads=3), "num_heads=4 must be divisible by num_kv_heads=3"),

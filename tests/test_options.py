@@ -103,11 +103,13 @@ def test_gaussian_kernel_attention_is_softmax_over_sigma_squared_normalised_logi
 
 
 @pytest.mark.parametrize("feature_map", ["gaussian", "arccos", "positive"])
-@pytest.mark.parametrize("gated", [False, True])
-def test_rfa_converges_to_kernel_attention_as_features_grow(feature_map, gated):
+@pytest.mark.parametrize("gating", ["none", "causal", "bidirectional"])
+def test_rfa_converges_to_kernel_attention_as_features_grow(feature_map, gating):
   q, k, v, _, gate, mask = _inputs(seed=4)
-  options = dict(feature_map=feature_map, sigma=0.9, causal=gated, key_mask=mask,
-                 gate=gate if gated else None)
+  gates = {"none": {}, "causal": dict(gate=gate),
+           "bidirectional": dict(gate=gate, reverse_gate=gate[:, ::-1])}[gating]
+  options = dict(feature_map=feature_map, sigma=0.9, causal=gating == "causal", key_mask=mask,
+                 **gates)
   exact = rfa_jax.kernel_attention(q, k, v, **options)
   errors = []
   for num_features in (16, 256, 4096):
@@ -131,15 +133,18 @@ def _module(**kwargs):
   return rfa_jax.RFAAttention(H, 12, qkv_features=H * D, rngs=nnx.Rngs(0), **kwargs)
 
 
-@pytest.mark.parametrize("causal, gated", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("causal, gated", [(False, False), (True, False), (True, True),
+                                           (False, True)])
 def test_exact_kernel_module_is_kernel_attention_of_its_projections(causal, gated):
   module = _module(causal=causal, gated=gated, exact_kernel=True, sigma_init=1.7)
   x = jax.random.normal(jax.random.PRNGKey(1), (B, L, 12))
   mask = jnp.arange(L)[None] < jnp.array([[L], [L - 3]])
-  gate = jax.nn.sigmoid(module.gate(x)) if gated else None
+  gates = {} if not gated else dict(gate=jax.nn.sigmoid(module.gate(x)))
+  if gated and not causal:
+    gates["reverse_gate"] = jax.nn.sigmoid(module.reverse_gate(x))
   expected = module.out(rfa_jax.kernel_attention(
       module.query(x), module.key(x), module.value(x), sigma=module.sigma[...], causal=causal,
-      key_mask=mask, gate=gate))
+      key_mask=mask, **gates))
   np.testing.assert_allclose(module(x, mask=mask), expected, atol=1e-5)
   out, captured = nnx.capture(module, nnx.Intermediate)(x, mask=mask, sow_weights=True)
   weights = captured["attention_weights"].get_value()[0]
@@ -262,6 +267,17 @@ def test_module_window_decodes_trains_and_sows_like_its_forward(gated):
 def test_quadratic_gate_weights_equal_the_explicit_products():
   _, _, _, _, gate, _ = _inputs()
   np.testing.assert_allclose(reference.decay_weights(gate), reference.gate_weights(gate), atol=1e-6)
+  reverse = 1 - gate[:, ::-1]
+  g, h = (np.moveaxis(np.asarray(x, np.float64), -1, 1) for x in (gate, reverse))  # [B, H, L]
+  expected = np.zeros(g.shape + (L,))
+  for i in range(L):
+    for j in range(L):
+      if j <= i:
+        expected[..., i, j] += (1 - g[..., j]) * np.prod(g[..., j + 1:i + 1], axis=-1)
+      if j >= i:
+        expected[..., i, j] += (1 - h[..., j]) * np.prod(h[..., i:j], axis=-1)
+  for weigh in (reference.decay_weights, reference.gate_weights):
+    np.testing.assert_allclose(reference.gating_weights(gate, reverse, weigh), expected, atol=1e-5)
 
 
 def test_gate_bias_init_sets_the_initial_memory():
@@ -271,6 +287,7 @@ def test_gate_bias_init_sets_the_initial_memory():
   np.testing.assert_allclose(gate, jax.nn.sigmoid(3.0), rtol=1e-6)
   with pytest.raises(ValueError, match="gate_bias_init=3.0 needs gated=True"):
     _module(causal=True, gate_bias_init=3.0)
+  np.testing.assert_allclose(_module(gated=True, gate_bias_init=3.0).reverse_gate.bias[...], 3.0)
 
 
 @pytest.mark.parametrize("gated", [True])

@@ -46,7 +46,8 @@ def _assert_sequences_alone(packed, alone, query_ids):
 
 
 @pytest.mark.parametrize("causal, gated, jit", [(False, False, True), (True, False, True),
-                                                (True, True, True), (True, False, False)])
+                                                (True, True, True), (True, False, False),
+                                                (False, True, True)])
 def test_self_attention_mask_gives_each_sequence_alone(causal, gated, jit):
   module = _module(causal=causal, gated=gated)
   x, mask = _x(0, DECODER.shape[1]), self_mask(DECODER, causal)
@@ -125,6 +126,10 @@ def test_segment_masks_rfa_cannot_apply_are_refused():
     _module()(x, _x(7, ENCODER.shape[1]), segment_ids=DECODER)
   bad = jax.jit(lambda x, m: module(x, mask=m))(x, self_mask(split, True))
   assert np.isnan(bad[0]).all() and np.isfinite(bad[1]).all()
+  bidirectional = _module(gated=True)  # its gates run along each sequence: one run each
+  assert np.isfinite(_module()(x, mask=self_mask(split, False))).all()
+  with pytest.raises(ValueError, match="cannot apply.*each sequence one run of positions"):
+    bidirectional(x, mask=self_mask(split, False))
 
 
 def test_decoding_after_a_packed_prompt_continues_its_last_sequence():

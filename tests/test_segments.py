@@ -59,6 +59,19 @@ def test_causal_matches_block_diagonal_reference(gated, chunk_size):
   _check(fast, ref, (q, k, v, gate))
 
 
+@pytest.mark.parametrize("chunk_size", [1, 3, 5])
+def test_bidirectional_gating_matches_block_diagonal_reference(chunk_size):
+  """Both passes restart at every new id; the reverse one on the reversed row."""
+  q, k, v, gate, projection = _inputs(chunk_size + 20, batch=len(LAYOUTS))
+  reverse = jax.nn.sigmoid(3.0 * jax.random.normal(jax.random.PRNGKey(chunk_size), gate.shape))
+  options = dict(sigma=1.3, segment_ids=LAYOUTS)
+  fast = jax.jit(lambda q, k, v, g, h: rfa_jax.rfa(q, k, v, projection, gate=g, reverse_gate=h,
+                                                  chunk_size=chunk_size, **options))
+  ref = lambda q, k, v, g, h: rfa_jax.rfa_reference(q, k, v, projection, gate=g, reverse_gate=h,
+                                                    **options)
+  _check(fast, ref, (q, k, v, gate, reverse))
+
+
 @pytest.mark.parametrize("feature_map", ["gaussian", "arccos"])
 def test_noncausal_matches_block_diagonal_reference(feature_map):
   q, k, v, _, projection = _inputs(1, batch=len(LAYOUTS))
@@ -94,21 +107,22 @@ def test_window_matches_block_diagonal_reference(causal):
 
 
 @pytest.mark.parametrize("causal, gated, jit", [(False, False, True), (True, False, True),
-                                                (True, True, False)])
+                                                (True, True, False), (False, True, True)])
 def test_packed_row_equals_sequences_run_alone(causal, gated, jit):
-  """The property a user relies on: at every real token, the packed output is the sequence's own."""
+  """The property a user relies on: at every real token, the packed output is the sequence's own.
+  Gated and not causal: bidirectional gating, with 1 - g as the reverse gate."""
   q, k, v, gate, projection = _inputs(6)
   options = dict(causal=causal, chunk_size=4)
 
-  def attend(q, k, v, g, ids):
-    return rfa_jax.rfa(q, k, v, projection, gate=g if gated else None, segment_ids=ids, **options)
+  def attend(q, k, v, g, ids=None):
+    gates = {} if not gated else dict(gate=g) if causal else dict(gate=g, reverse_gate=1 - g)
+    return rfa_jax.rfa(q, k, v, projection, segment_ids=ids, **gates, **options)
 
   packed = (jax.jit(attend) if jit else attend)(q, k, v, gate, PACKED)
   for row in range(B):
     for seq in set(PACKED[row]) - {0}:
       (where,) = np.nonzero(PACKED[row] == seq)
-      alone = rfa_jax.rfa(*(x[row:row + 1, where] for x in (q, k, v)), projection,
-                          gate=gate[row:row + 1, where] if gated else None, **options)
+      alone = attend(*(x[row:row + 1, where] for x in (q, k, v, gate)))
       np.testing.assert_allclose(packed[row, where], alone[0], atol=2e-5, rtol=1e-4)
   padded = PACKED == 0
   np.testing.assert_array_equal(np.asarray(packed)[padded], 0.0)

@@ -55,6 +55,14 @@ def test_recommended_preset_switches_on_the_window_for_rfa_only(task, name):
     config_lib.load(str(path), "softmax,recommended")
 
 
+def test_listops_gated_preset_switches_on_bidirectional_gating_for_rfa_only():
+  path = next(p for p in CONFIGS if p.stem == "listops")
+  config = config_lib.load(str(path), "rfa_gaussian,small,gated")
+  assert config.model.attention_options.gated and config.task == "listops"
+  with pytest.raises(ValueError, match="preset 'gated' sets model.attention_options.gated"):
+    config_lib.load(str(path), "softmax,gated")
+
+
 def test_positive_preset_gives_rfa_gaussian_positive_features_and_refuses_the_others():
   path = next(p for p in CONFIGS if p.stem == "lm")
   options = config_lib.load(str(path), "rfa_gaussian,quick,gated,positive").model.attention_options
