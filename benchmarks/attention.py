@@ -5,8 +5,9 @@
 At each length: forward and forward+backward time (grad of sum(out * cotangent) w.r.t. q, k, v) and
 XLA's compiled memory (temp + argument + output bytes) of exact softmax (non-causal and causal), RFA
 non-causal, RFA causal as the token scan (chunk_size=1) and in chunked form, and gated RFA in
-chunked form; and the options, each beside the form it changes: positive features (non-causal) and
-a local window of --window positions (non-causal, chunked causal, gated chunked). Also the
+chunked form; and the options, each beside the form it changes: positive features (non-causal), a
+local window of --window positions (non-causal, chunked causal, gated chunked) and bidirectional
+gating (non-causal, two gated chunked passes). Also the
 decoding cost per token (RFA's state, with positive features, with the window's cache, against a
 softmax KV cache), the bfloat16 error
 of chunked causal RFA, and this machine's fp32 matmul peak with the fraction of it each measurement
@@ -103,6 +104,8 @@ def attention_forms(chunk_sizes, softmax_implementation: str = "xla", window: in
            causal_rfa(c, gated=False, packed=True)),
       Form("rfa_gated_packed", f"rfa gated chunked C={c} packed", c,
            causal_rfa(c, gated=True, packed=True)),
+      Form("rfa_bidirectional", f"rfa bidirectional gated C={c}", c,
+           lambda q, k, v, g, w: rfa_jax.rfa(q, k, v, w, gate=g, reverse_gate=1 - g, chunk_size=c)),
   ]
   return forms
 
@@ -157,7 +160,8 @@ def forward_flops(form: Form, length: int, s: Sizes) -> float:
   local = 0.0
   if form.window:
     local = 2.0 * tokens * (2 if form.chunk_size else 3) * form.window * 2 * s.head_dim
-  return features + state + intra_chunk + local
+  passes = 2 if form.name == "rfa_bidirectional" else 1  # a forward and a reverse chunked pass
+  return features + passes * (state + intra_chunk) + local
 
 
 def make_inputs(key, length: int, s: Sizes, dtype):
@@ -539,6 +543,8 @@ PAIRED_FORMS = {
         "rfa_gated_packed": "rfa_gated_chunked"},
     "Parallel / scanned state across chunks (inter_chunk), fwd+bwd": {
         "rfa_causal_parallel": "rfa_causal_chunked", "rfa_gated_parallel": "rfa_gated_chunked"},
+    "Bidirectional gating / one-way gated chunked, fwd+bwd": {
+        "rfa_bidirectional": "rfa_gated_chunked"},
 }
 
 

@@ -15,7 +15,7 @@ FORMS = ("softmax", "rfa", "softmax causal", "rfa causal token scan", "rfa causa
          "rfa causal chunked C=32 + window 32", "rfa gated chunked C=32 + window 32",
          "rfa causal chunked C=32 parallel", "rfa gated chunked C=32 parallel",
          "rfa packed (4 sequences a row)", "rfa causal chunked C=32 packed",
-         "rfa gated chunked C=32 packed")
+         "rfa gated chunked C=32 packed", "rfa bidirectional gated C=32")
 
 
 DECODERS = ("rfa_decode", "rfa_positive_decode", "rfa_window_decode", "softmax_decode")
@@ -37,7 +37,8 @@ def test_quick_run_writes_every_row(tmp_path):
   assert results["peak_flops_per_s"] > 0 and results["machine"]["jax_version"]
   assert [r["form"] for r in results["redraw"]] == ["redraw_gram_schmidt", "redraw_qr"]
   for name in FORMS + DECODERS + ("Targets", "rfa_gated_packed / rfa_gated_chunked: time",
-                                  "rfa_gated_parallel / rfa_gated_chunked: time"):
+                                  "rfa_gated_parallel / rfa_gated_chunked: time",
+                                  "rfa_bidirectional / rfa_gated_chunked: time"):
     assert f"| {name} |" in table or name in table
   assert not list(tmp_path.glob("*.tmp"))
 
