@@ -59,7 +59,7 @@ def test_causal_matches_block_diagonal_reference(gated, chunk_size):
   _check(fast, ref, (q, k, v, gate))
 
 
-@pytest.mark.parametrize("chunk_size", [1, 3, 5])
+@pytest.mark.parametrize("chunk_size", [3])
 def test_bidirectional_gating_matches_block_diagonal_reference(chunk_size):
   """Both passes restart at every new id; the reverse one on the reversed row."""
   q, k, v, gate, projection = _inputs(chunk_size + 20, batch=len(LAYOUTS))

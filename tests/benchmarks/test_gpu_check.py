@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 FORMS = {"softmax", "rfa", "softmax_causal", "rfa_causal_scan", "rfa_causal_chunked",
          "rfa_gated_chunked", "rfa_positive", "rfa_window", "rfa_causal_window", "rfa_gated_window",
          "rfa_causal_parallel", "rfa_gated_parallel", "rfa_packed", "rfa_causal_packed",
-         "rfa_gated_packed"}
+         "rfa_gated_packed", "rfa_bidirectional"}
 # What the GPU machine lacks (docs/gpu.md); .whl/ brings some of them for the harness and training.
 ABSENT = ("ml_collections", "tensorflow_datasets", "grain", "tensorboardX", "fla")
 BLOCKER = """

@@ -48,7 +48,7 @@ def test_plan_orders_the_grid_and_builds_each_train_command(tmp_path):
     (dict(attentions=["softmx"]), "--attentions=softmx: expected `all` or .*rfa_gaussian"),
     (dict(seeds=["one"]), "--seeds=one: expected a comma-separated list of integers"),
     (dict(seeds=["1", "1"]), "--seeds=1,1: expected one or more distinct integers"),
-    (dict(preset="tiny"), "--preset=tiny: .*unknown preset 'tiny'.*this task has: recommended, small"),
+    (dict(preset="tiny"), "--preset=tiny: .*unknown preset 'tiny'.*this task has: gated, recommended, small"),
     (dict(tasks=["listops", "text"], preset="small"), "text.py:softmax,small: unknown preset"),
     (dict(overrides=["--config.nope=1"]), "configs/listops.py has no key 'nope'"),
     (dict(overrides=["--config.model.nope=1"]), "has no key 'model.nope'"),
