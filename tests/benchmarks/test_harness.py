@@ -63,3 +63,10 @@ def test_ratio_line_compares_two_mechanisms_where_both_ran():
                                                                   skipped="out of memory: x")]
   assert harness.ratio_line(rows, "a", "b") == "a / b steps/s: 0.75 at 128"
   assert harness.ratio_line(rows[2:], "a", "b") == "a / b steps/s: not measured"
+
+
+def test_target_is_checked_against_softmax_only():
+  rows = [dict(attention="rfa_gaussian", length=1024, speedup=7.0, memory_ratio=0.1)]
+  assert harness.target_line(rows, 1024, "softmax").endswith(": PASS")
+  assert harness.target_line(rows, 1024, "rfa_gaussian") == (
+      "target: set against softmax; not checked with --baseline rfa_gaussian")
