@@ -110,6 +110,13 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
   return zero_padding(out, segment_ids).astype(v.dtype)
 
 
+def _gate_heads_first(gate, key_weight):
+  """gate [B, L, H] -> (g [B, H, L] float32, key weights times 1 - g, log g)."""
+  gate = jnp.swapaxes(gate.astype(jnp.float32), 1, 2)
+  key_weight = (1 - gate) if key_weight is None else key_weight * (1 - gate)
+  return gate, key_weight, jnp.log(gate)
+
+
 def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normalizer, reset=None,
             inter_chunk="scan"):
   """Dispatches to the token recurrence (chunk_size=1) or the chunked form; returns (out, state), out
@@ -117,9 +124,7 @@ def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normal
   reset: [B, L] bool or None, where the state restarts (packed sequences)."""
   log_decay = None
   if gate is not None:
-    gate = jnp.swapaxes(gate.astype(jnp.float32), 1, 2)  # [B, H, L]
-    key_weight = (1 - gate) if key_weight is None else key_weight * (1 - gate)
-    log_decay = jnp.log(gate)
+    gate, key_weight, log_decay = _gate_heads_first(gate, key_weight)
   if chunk_size == 1:
     decay = gate
     if reset is not None:
@@ -133,11 +138,10 @@ def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normal
 def _gated_sums(phi_q, phi_k, v, key_weight, gate, segment_ids, chunk_size, inter_chunk):
   """The unnormalised sums of the gated causal form: (numerator [B, H, L, dv], denominator
   [B, H, L]); arguments heads first as in `_causal`."""
-  gate = jnp.swapaxes(gate.astype(jnp.float32), 1, 2)  # [B, H, L]
-  key_weight = (1 - gate) if key_weight is None else key_weight * (1 - gate)
+  _, key_weight, log_decay = _gate_heads_first(gate, key_weight)
   reset = None if segment_ids is None else restarts(segment_ids)
   numerator, denominator, _ = causal_forms.chunked_sums(
-      phi_q, phi_k, v, key_weight, jnp.log(gate), chunk_size=chunk_size, reset=reset,
+      phi_q, phi_k, v, key_weight, log_decay, chunk_size=chunk_size, reset=reset,
       inter_chunk=inter_chunk)
   return numerator, denominator
 
