@@ -160,8 +160,9 @@ def forward_flops(form: Form, length: int, s: Sizes) -> float:
   local = 0.0
   if form.window:
     local = 2.0 * tokens * (2 if form.chunk_size else 3) * form.window * 2 * s.head_dim
-  passes = 2 if form.name == "rfa_bidirectional" else 1  # a forward and a reverse chunked pass
-  return features + passes * (state + intra_chunk) + local
+  if form.name == "rfa_bidirectional":  # a state each way; one C x C score matrix serves both
+    state *= 2
+  return features + state + intra_chunk + local
 
 
 def make_inputs(key, length: int, s: Sizes, dtype):

@@ -135,29 +135,21 @@ def _causal(phi_q, phi_k, v, key_weight, gate, chunk_size, initial_state, normal
                               reset=reset, inter_chunk=inter_chunk)
 
 
-def _gated_sums(phi_q, phi_k, v, key_weight, gate, segment_ids, chunk_size, inter_chunk):
-  """The unnormalised sums of the gated causal form: (numerator [B, H, L, dv], denominator
-  [B, H, L]); arguments heads first as in `_causal`."""
-  _, key_weight, log_decay = _gate_heads_first(gate, key_weight)
-  reset = None if segment_ids is None else restarts(segment_ids)
-  numerator, denominator, _ = causal_forms.chunked_sums(
-      phi_q, phi_k, v, key_weight, log_decay, chunk_size=chunk_size, reset=reset,
-      inter_chunk=inter_chunk)
-  return numerator, denominator
-
-
 def _bidirectional(phi_q, phi_k, v, key_weight, gate, reverse_gate, segment_ids, chunk_size,
                    normalizer, inter_chunk):
-  """Bidirectional gating (`rfa`'s reverse_gate): the gated causal sums of the sequence, and those of
-  the reversed sequence under reverse_gate, reversed back, added, then normalised once. Heads
+  """Bidirectional gating (`rfa`'s reverse_gate): the gated causal sums of the sequence under gate and
+  the anti-causal ones under reverse_gate (`causal_forms.bidirectional_sums`), normalised once. Heads
   first; gate, reverse_gate: [B, L, H]; segment_ids: [B, L] (one run each) or None."""
-  flip = lambda x: None if x is None else jnp.flip(x, axis=2)  # the length axis, heads first
-  flip_ids = lambda ids: None if ids is None else jnp.flip(ids, axis=1)
-  forward = _gated_sums(phi_q, phi_k, v, key_weight, gate, segment_ids, chunk_size, inter_chunk)
-  backward = _gated_sums(flip(phi_q), flip(phi_k), flip(v), flip(key_weight),
-                         jnp.flip(reverse_gate, axis=1), flip_ids(segment_ids), chunk_size,
-                         inter_chunk)
-  return normalize(forward[0] + flip(backward[0]), forward[1] + flip(backward[1]), normalizer)
+  _, forward_weight, log_decay = _gate_heads_first(gate, key_weight)
+  _, reverse_weight, reverse_log_decay = _gate_heads_first(reverse_gate, key_weight)
+  reset = reverse_reset = None
+  if segment_ids is not None:  # the reverse pass restarts after the last token of each sequence
+    reset = restarts(segment_ids)
+    reverse_reset = jnp.flip(restarts(jnp.flip(segment_ids, axis=1)), axis=1)
+  numerator, denominator = causal_forms.bidirectional_sums(
+      phi_q, phi_k, v, forward_weight, log_decay, reverse_weight, reverse_log_decay,
+      chunk_size=chunk_size, reset=reset, reverse_reset=reverse_reset, inter_chunk=inter_chunk)
+  return normalize(numerator, denominator, normalizer)
 
 
 def prefill(state, q, k, v, projection, *, feature_map="gaussian", sigma=1.0, key_mask=None,

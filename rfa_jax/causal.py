@@ -1,4 +1,5 @@
-"""Causal RFA: the token recurrence, its chunked form, and one decoding step.
+"""Causal RFA: the token recurrence, its chunked form, and one decoding step; and the chunked sums of
+a causal and an anti-causal recurrence together (bidirectional gating).
 
 All forms compute, for features phi_q, phi_k: [B, H, L, F] and values v: [B, H, L, dv] (heads first,
 as `rfa_jax.random_features.query_key_features` makes them),
@@ -112,66 +113,135 @@ def chunked_sums(phi_q, phi_k, v, key_weight=None, log_decay=None, *, chunk_size
   Returns (numerator: [B, H, L, dv], denominator: [B, H, L] (float32), final DecodeState).
   """
   batch, heads, length, features = phi_q.shape
-  value_dim = v.shape[-1]
   if initial_state is None:
-    initial_state = init_decode_state(batch, heads, features, value_dim)
-  num_chunks = -(-length // chunk_size)
-  pad = num_chunks * chunk_size - length
+    initial_state = init_decode_state(batch, heads, features, v.shape[-1])
+  if key_weight is None and length % chunk_size:
+    key_weight = jnp.ones((batch, 1, length), jnp.float32)
+  to_chunks = _chunker(length, chunk_size)
+  pq, pk, vc, c = map(to_chunks, (phi_q, phi_k, v.astype(jnp.float32), key_weight))
+  weights = _chunk_weights(c, to_chunks(log_decay), to_chunks(_reset_row(reset)), chunk_size)
+  scores = jnp.einsum("bhnif,bhnjf->bhnij", pq, pk) * weights.pair
+  intra_num, intra_den = _weighted_sums(scores, vc, c)
+  inter_num, inter_den, final = _carried(pq, pk, vc, weights, initial_state, inter_chunk)
+  return (_unchunk(intra_num + inter_num, length), _unchunk(intra_den + inter_den, length), final)
 
-  def to_chunks(x):  # [B, H, L, ...] -> [B, H, N, C, ...]; padded keys: weight 0, decay 1, no restart.
+
+def bidirectional_sums(phi_q, phi_k, v, key_weight, log_decay, reverse_key_weight,
+                       reverse_log_decay, *, chunk_size: int, reset=None, reverse_reset=None,
+                       inter_chunk="scan"):
+  """The unnormalised sums of a forward (causal) and a reverse (anti-causal) recurrence together:
+
+    num_i = sum_{j<=i} c_j exp(b_i - b_j) (phi_q_i . phi_k_j) v_j
+          + sum_{j>=i} c'_j exp(b'_i - b'_j) (phi_q_i . phi_k_j) v_j,
+  b_i = sum_{r<=i} log a_r, b'_i = sum_{r>=i} log a'_r (the key j = i is in both sums), and the same
+  for the denominator without v. This is `chunked_sums` of the sequence plus that of the reversed
+  sequence with c', a', reversed back, but each chunk's C x C scores phi_q . phi_k are computed once
+  and weighed by both directions' decays (below and above the diagonal) in one matrix product.
+  key_weight c, reverse_key_weight c': [B, H or 1, L]; log_decay, reverse_log_decay: [B, H, L] (<= 0);
+  reset, reverse_reset: [B, L] bool or None, where the forward state restarts before a token and
+  where the reverse one restarts after it (the reverse pass's restarts). Zero initial states.
+  Returns (numerator: [B, H, L, dv], denominator: [B, H, L] (float32)).
+  """
+  batch, heads, length, features = phi_q.shape
+  to_chunks = _chunker(length, chunk_size)
+  pq, pk, vc = map(to_chunks, (phi_q, phi_k, v.astype(jnp.float32)))
+  c, c_rev = to_chunks(key_weight), to_chunks(reverse_key_weight)
+  forward = _chunk_weights(c, to_chunks(log_decay), to_chunks(_reset_row(reset)), chunk_size)
+  backward = _chunk_weights(c_rev, to_chunks(reverse_log_decay), to_chunks(_reset_row(reverse_reset)),
+                            chunk_size, reverse=True)
+  pair = forward.pair * c[..., None, :] + backward.pair * c_rev[..., None, :]
+  intra_num, intra_den = _weighted_sums(jnp.einsum("bhnif,bhnjf->bhnij", pq, pk) * pair, vc)
+  zero = init_decode_state(batch, heads, features, v.shape[-1])
+  num, den, _ = _carried(pq, pk, vc, forward, zero, inter_chunk)
+  num_rev, den_rev, _ = _carried(pq, pk, vc, backward, zero, inter_chunk, reverse=True)
+  return (_unchunk(intra_num + num + num_rev, length), _unchunk(intra_den + den + den_rev, length))
+
+
+def _reset_row(reset):
+  """[B, L] restarts -> [B, 1, L], one row for every head (None stays None)."""
+  return None if reset is None else reset[:, None]
+
+
+def _chunker(length, chunk_size):
+  """x: [B, H, L, ...] -> [B, H, N, C, ...], zero-padded to N = ceil(L / C) chunks (padded keys:
+  weight 0, decay 1, no restart). None stays None."""
+  num_chunks = -(-length // chunk_size)
+
+  def to_chunks(x):
     if x is None:
       return None
-    x = jnp.pad(x, [(0, 0), (0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 3))
+    x = jnp.pad(x, [(0, 0), (0, 0), (0, num_chunks * chunk_size - length)] + [(0, 0)] * (x.ndim - 3))
     return x.reshape(*x.shape[:2], num_chunks, chunk_size, *x.shape[3:])
+  return to_chunks
 
-  if key_weight is None and pad:
-    key_weight = jnp.ones((batch, 1, length), jnp.float32)
-  pq, pk, vc, c = map(to_chunks, (phi_q, phi_k, v.astype(jnp.float32), key_weight))
-  # Per-token factors multiply v, the C x C scores or the [.., dv] results, never the wide features:
-  # c weighs the keys within the chunk, key_weight the keys' part of the carried state, and
-  # query_weight the queries' part of S_prev (None: 1).
-  key_weight, query_weight = c, None
 
-  scores = jnp.einsum("bhnif,bhnjf->bhnij", pq, pk)
-  visible = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))  # [C, C], or [B, 1, N, C, C]
-  query_keeps = key_keeps = chunk_keeps = None  # [B, 1, N, C] twice, [B, 1, N]: no restart between
+def _unchunk(x, length):
+  """[B, H, N, C, ...] -> [B, H, L, ...]: the chunks' tokens in order, padding dropped."""
+  return x.reshape(*x.shape[:2], -1, *x.shape[4:])[:, :, :length]
+
+
+class _ChunkWeights(NamedTuple):
+  """One direction's weights within and across chunks (chunk space, [.., N, C]).
+  pair: [.., N, C, C] visibility x decay of key j for query i in the chunk; keys: weight of key j in
+  the state the chunk passes on (None: 1); queries: weight of the state passed in, for query i (None:
+  1); carry: [B, H, N], the decay of the passed-in state across the chunk (None: 1)."""
+  pair: jax.Array
+  keys: jax.Array | None
+  queries: jax.Array | None
+  carry: jax.Array | None
+
+
+def _chunk_weights(c, log_decay, reset, chunk_size, reverse=False):
+  """A direction's `_ChunkWeights` from key weights c: [B, H or 1, N, C] or None, log decays [B, H,
+  N, C] or None, restarts [B, 1, N, C] bool or None. Forward: keys j <= i, the state passes on from
+  the chunk's last token; reverse: keys j >= i, from its first. Per token factors multiply v, the
+  C x C scores or the [.., dv] results, never the wide features."""
+  cumsum = lambda x: jax.lax.cumsum(x, axis=x.ndim - 1, reverse=reverse)
+  edge = 0 if reverse else -1  # the token whose state the chunk passes on
+  visible = jnp.ones((chunk_size, chunk_size), bool)
+  visible = jnp.triu(visible) if reverse else jnp.tril(visible)  # [C, C], or [B, 1, N, C, C]
+  keys, queries, carry = c, None, None
   if reset is not None:
-    run = jnp.cumsum(to_chunks(reset[:, None]).astype(jnp.int32), axis=-1)  # restarts so far in chunk
+    run = cumsum(reset.astype(jnp.int32))  # restarts so far in the chunk, in the pass's order
     visible = visible & (run[..., :, None] == run[..., None, :])
-    query_keeps = run == 0  # query i still sees S_prev
-    key_keeps = run == run[..., -1:]  # key j still counts at the chunk's end
-    chunk_keeps = run[..., -1] == 0  # S_prev survives the chunk
-  if log_decay is None:
-    scores = jnp.where(visible, scores, 0.0)
-    chunk_decay = None
-  else:
-    b = jnp.cumsum(to_chunks(log_decay.astype(jnp.float32)), axis=-1)  # [B, H, N, C]
-    b_last = b[..., -1:]  # [B, H, N, 1]
-    # b_i - b_j <= 0 wherever j <= i; the cap keeps the masked pairs (j > i) finite before the mask.
-    decay = jnp.exp(jnp.minimum(b[..., :, None] - b[..., None, :], 0.0))
-    scores = scores * jnp.where(visible, decay, 0.0)
-    key_weight = jnp.exp(b_last - b) * (1.0 if c is None else c)
-    query_weight = jnp.exp(b)
-    chunk_decay = jnp.exp(b_last[..., 0])
+    query_keeps = run == 0  # query i still sees the state passed in
+    key_keeps = run == run[..., edge, None]  # key j still counts where the chunk passes its state on
+    chunk_keeps = run[..., edge] == 0  # the passed-in state survives the chunk
+  pair = visible.astype(jnp.float32)
+  if log_decay is not None:
+    b = cumsum(log_decay.astype(jnp.float32))  # [B, H, N, C]
+    b_edge = b[..., edge, None]
+    # b_i - b_j <= 0 on visible pairs; the cap keeps the others finite before the mask.
+    pair = jnp.where(visible, jnp.exp(jnp.minimum(b[..., :, None] - b[..., None, :], 0.0)), 0.0)
+    keys = jnp.exp(b_edge - b) * (1.0 if c is None else c)
+    queries = jnp.exp(b)
+    carry = jnp.exp(b_edge[..., 0])
   if reset is not None:
-    key_weight = jnp.where(key_keeps, 1.0 if key_weight is None else key_weight, 0.0)
-    query_weight = jnp.where(query_keeps, 1.0 if query_weight is None else query_weight, 0.0)
-    kept = jnp.broadcast_to(chunk_keeps, (batch, heads, num_chunks)).astype(jnp.float32)
-    chunk_decay = kept if chunk_decay is None else chunk_decay * kept
+    keys = jnp.where(key_keeps, 1.0 if keys is None else keys, 0.0)
+    queries = jnp.where(query_keeps, 1.0 if queries is None else queries, 0.0)
+    kept = chunk_keeps.astype(jnp.float32)
+    carry = kept if carry is None else carry * kept
+  return _ChunkWeights(pair, keys, queries, carry)
 
-  intra_num, intra_den = _weighted_sums(scores, vc, c)
-  delta_s, delta_z = _weighted_sums(jnp.swapaxes(pk, -1, -2), vc, key_weight)  # [B, H, N, F, ...]
-  decays = None if chunk_decay is None else jnp.moveaxis(chunk_decay, 2, 0)
-  prev, final = chunk_states(initial_state, jnp.moveaxis(delta_s, 2, 0), jnp.moveaxis(delta_z, 2, 0),
-                             decays, inter_chunk)
-  inter_num = jnp.einsum("bhnif,bhnfd->bhnid", pq, jnp.moveaxis(prev.s, 0, 2))
-  inter_den = jnp.einsum("bhnif,bhnf->bhni", pq, jnp.moveaxis(prev.z, 0, 2))
-  if query_weight is not None:
-    query_weight = jnp.broadcast_to(query_weight, inter_den.shape)
-    inter_num, inter_den = inter_num * query_weight[..., None], inter_den * query_weight
-  numerator = (intra_num + inter_num).reshape(batch, heads, num_chunks * chunk_size, value_dim)
-  denominator = (intra_den + inter_den).reshape(batch, heads, num_chunks * chunk_size)
-  return numerator[:, :, :length], denominator[:, :, :length], final
+
+def _carried(pq, pk, vc, weights, initial_state, inter_chunk, reverse=False):
+  """The part of each query's sums that comes from other chunks, through the state passed across
+  them (forward: from the left, starting at initial_state; reverse: from the right). Chunk space;
+  returns (numerator [B, H, N, C, dv], denominator [B, H, N, C], final DecodeState)."""
+  batch, heads, num_chunks = pq.shape[:3]
+  delta_s, delta_z = _weighted_sums(jnp.swapaxes(pk, -1, -2), vc, weights.keys)  # [B, H, N, F, ..]
+  carry = weights.carry
+  if carry is not None:
+    carry = jnp.moveaxis(jnp.broadcast_to(carry, (batch, heads, num_chunks)), 2, 0)
+  order = (lambda x: x if x is None else jnp.flip(x, 0)) if reverse else (lambda x: x)
+  prev, final = chunk_states(initial_state, order(jnp.moveaxis(delta_s, 2, 0)),
+                             order(jnp.moveaxis(delta_z, 2, 0)), order(carry), inter_chunk)
+  num = jnp.einsum("bhnif,bhnfd->bhnid", pq, jnp.moveaxis(order(prev.s), 0, 2))
+  den = jnp.einsum("bhnif,bhnf->bhni", pq, jnp.moveaxis(order(prev.z), 0, 2))
+  if weights.queries is not None:
+    queries = jnp.broadcast_to(weights.queries, den.shape)
+    num, den = num * queries[..., None], den * queries
+  return num, den, final
 
 
 def _weighted_sums(a, v, weight=None):

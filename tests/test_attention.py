@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import rfa_jax
+from rfa_jax import causal as causal_forms
 
 B, L, H, D, DV, F = 2, 13, 3, 8, 5, 16
 
@@ -75,6 +76,42 @@ def test_bidirectional_gating_matches_reference(kind, chunk_size, inter_chunk):
   ref = lambda q, k, v, g: rfa_jax.rfa_reference(q, k, v, projection, gate=g[0],
                                                  reverse_gate=g[1], **options)
   _assert_matches_reference(fast, ref, q, k, v, (gate, reverse))
+
+
+@pytest.mark.parametrize("chunk_size, inter_chunk", [(4, "scan"), (5, "parallel")])
+def test_bidirectional_sums_are_a_forward_and_a_reversed_chunked_pass(chunk_size, inter_chunk):
+  """`bidirectional_sums` (one C x C score matrix per chunk for both directions) against its
+  definition: `chunked_sums` of the sequence plus that of the reversed sequence, reversed back, with
+  restarts and a length that is no multiple of the chunk; forward and gradients."""
+  ks = jax.random.split(jax.random.PRNGKey(3), 8)
+  phi_q, phi_k = (jax.random.uniform(ks[i], (B, H, L, F)) for i in range(2))
+  v = jax.random.normal(ks[2], (B, H, L, DV))
+  weights = [jax.random.uniform(ks[3 + i], (B, H, L)) for i in range(2)]
+  log_decays = [jnp.log(jax.random.uniform(ks[5 + i], (B, H, L), minval=0.3)) for i in range(2)]
+  reset = jnp.zeros((B, L), bool).at[0, 5].set(True).at[1, 3].set(True).at[1, 9].set(True)
+  reverse_reset = jnp.roll(reset, -1, axis=1)  # the reverse pass restarts after each sequence's end
+  flip = lambda x: jnp.flip(x, axis=2)
+
+  def fused(phi_q, phi_k, v, weights, log_decays):
+    return causal_forms.bidirectional_sums(
+        phi_q, phi_k, v, weights[0], log_decays[0], weights[1], log_decays[1],
+        chunk_size=chunk_size, reset=reset, reverse_reset=reverse_reset, inter_chunk=inter_chunk)
+
+  def two_passes(phi_q, phi_k, v, weights, log_decays):
+    sums = functools.partial(causal_forms.chunked_sums, chunk_size=chunk_size,
+                             inter_chunk=inter_chunk)
+    num, den, _ = sums(phi_q, phi_k, v, weights[0], log_decays[0], reset=reset)
+    num_rev, den_rev, _ = sums(flip(phi_q), flip(phi_k), flip(v), flip(weights[1]),
+                               flip(log_decays[1]), reset=jnp.flip(reverse_reset, axis=1))
+    return num + flip(num_rev), den + flip(den_rev)
+
+  args = (phi_q, phi_k, v, weights, log_decays)
+  for got, want in zip(jax.jit(fused)(*args), two_passes(*args)):
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  loss = lambda f: lambda *a: sum(jnp.sum(jnp.sin(x)) for x in f(*a))
+  grads = [jax.grad(loss(f), argnums=tuple(range(5)))(*args) for f in (fused, two_passes)]
+  for got, want in zip(*map(jax.tree.leaves, grads)):
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("gated, packed", [(False, False), (True, True)])
