@@ -7,7 +7,7 @@ XLA's compiled memory (temp + argument + output bytes) of exact softmax (non-cau
 non-causal, RFA causal as the token scan (chunk_size=1) and in chunked form, and gated RFA in
 chunked form; and the options, each beside the form it changes: positive features (non-causal), a
 local window of --window positions (non-causal, chunked causal, gated chunked) and bidirectional
-gating (non-causal, two gated chunked passes). Also the
+gating (non-causal, a gated chunked form each way). Also the
 decoding cost per token (RFA's state, with positive features, with the window's cache, against a
 softmax KV cache), the bfloat16 error
 of chunked causal RFA, and this machine's fp32 matmul peak with the fraction of it each measurement

@@ -46,6 +46,13 @@ FORMS = {
     "rfa_cross (queries: half the keys)":
         lambda lib, q, k, v, g, w: lib.rfa_cross(q[:, :q.shape[1] // 2], k, v, w),
 }
+# Forms of later versions (bidirectional gating: commit 77acfde on), compared only when named.
+LATER_FORMS = {
+    "rfa bidirectional gated":
+        lambda lib, q, k, v, g, w: lib.rfa(q, k, v, w, gate=g, reverse_gate=1 - g),
+    "rfa bidirectional gated, positive features": lambda lib, q, k, v, g, w: lib.rfa(
+        q, k, v, w, gate=g, reverse_gate=1 - g, feature_map="positive"),
+}
 
 
 def import_base(commit: str, folder: pathlib.Path):
@@ -71,14 +78,19 @@ def import_base(commit: str, folder: pathlib.Path):
 def gradient(lib, form):
   """jit of the gradient of sum(out * cotangent) with respect to q, k and v."""
   def loss(q, k, v, gate, projection, cotangent):
-    out = FORMS[form](lib, q, k, v, gate, projection)
+    out = {**FORMS, **LATER_FORMS}[form](lib, q, k, v, gate, projection)
     return jnp.sum(out * cotangent[:, :out.shape[1]])
   return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
 
 def compare_form(libraries: dict, form: str, inputs: tuple, repeats: int) -> dict:
   """Compiles, warms up and times both versions in alternation."""
-  compiled = {name: gradient(lib, form).lower(*inputs).compile() for name, lib in libraries.items()}
+  compiled = {}
+  for name, lib in libraries.items():
+    try:
+      compiled[name] = gradient(lib, form).lower(*inputs).compile()
+    except TypeError as error:  # an option this version does not have
+      raise ValueError(f"form {form!r} does not run on the {name} version: {error}") from error
   for run in compiled.values():
     jax.block_until_ready(run(*inputs))
   times = {name: [] for name in compiled}
@@ -129,8 +141,9 @@ def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--base", required=True, help="a commit of this repository")
   parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384])
-  parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS),
-                      metavar="FORM")
+  parser.add_argument("--forms", nargs="+", default=list(FORMS),
+                      choices=list(FORMS) + list(LATER_FORMS), metavar="FORM",
+                      help="default: the forms every version has")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--heads", type=int, default=4)
   parser.add_argument("--head-dim", type=int, default=64)

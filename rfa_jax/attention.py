@@ -71,7 +71,8 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
   reverse_gate: [batch, length, heads] in (0, 1), with `gate` and causal=False: bidirectional gating,
     a forward pass gated by g and a backward one gated by h summed before the one normalisation:
     w_ij = (1 - g_j) prod_{j<r<=i} g_r for j <= i, plus (1 - h_j) prod_{i<=r<j} h_r for j >= i (the
-    key j = i is in both). Linear in length: two chunked passes (`chunk_size`, `inter_chunk`).
+    key j = i is in both). Linear in length: one chunked form whose C x C scores serve both
+    directions (`chunk_size`, `inter_chunk`).
   normalizer: "floor" | "clamp1" | "rms", the denominator rule (`rfa_jax.normalizer`).
   window: None, or w >= 1: add exact softmax attention over i - w < j <= i (causal) or |i - j| < w.
   rfa_scale: scalar or [heads], the factor of the RFA term (out = rfa_scale * RFA + window term).

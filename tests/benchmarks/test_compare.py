@@ -27,3 +27,10 @@ def test_a_commit_against_the_checkout(tmp_path):
 def test_an_unknown_commit_is_named(tmp_path):
   with pytest.raises(ValueError, match="git archive no-such-commit rfa_jax failed"):
     compare.main(["--base", "no-such-commit", "--lengths", "64", "--out", str(tmp_path)])
+
+
+def test_a_form_the_base_lacks_is_named(tmp_path):
+  """Bidirectional gating (commit 77acfde) against its parent, which has no reverse_gate."""
+  with pytest.raises(ValueError, match="'rfa bidirectional gated' does not run on the base version"):
+    compare.main(["--base", "77acfde^", "--lengths", "16", "--forms", "rfa bidirectional gated",
+                  "--heads", "1", "--head-dim", "4", "--num-features", "4", "--repeats", "1"])
