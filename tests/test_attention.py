@@ -27,7 +27,7 @@ def _inputs(seed=0, length=L, gate_scale=3.0):
 def _grads(fn, q, k, v, gate):
   cotangent = jax.random.normal(jax.random.PRNGKey(9), fn(q, k, v, gate).shape)
   loss = lambda *args: jnp.sum(fn(*args) * cotangent)
-  return jax.grad(loss, argnums=(0, 1, 2) if gate is None else (0, 1, 2, 3))(q, k, v, gate)
+  return jax.jit(jax.grad(loss, argnums=(0, 1, 2) if gate is None else (0, 1, 2, 3)))(q, k, v, gate)
 
 
 def _assert_matches_reference(fast, reference, q, k, v, gate, atol=2e-5):
@@ -106,10 +106,10 @@ def test_bidirectional_sums_are_a_forward_and_a_reversed_chunked_pass(chunk_size
     return num + flip(num_rev), den + flip(den_rev)
 
   args = (phi_q, phi_k, v, weights, log_decays)
-  for got, want in zip(jax.jit(fused)(*args), two_passes(*args)):
+  for got, want in zip(jax.jit(fused)(*args), jax.jit(two_passes)(*args)):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
   loss = lambda f: lambda *a: sum(jnp.sum(jnp.sin(x)) for x in f(*a))
-  grads = [jax.grad(loss(f), argnums=tuple(range(5)))(*args) for f in (fused, two_passes)]
+  grads = [jax.jit(jax.grad(loss(f), argnums=tuple(range(5))))(*args) for f in (fused, two_passes)]
   for got, want in zip(*map(jax.tree.leaves, grads)):
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
@@ -180,7 +180,7 @@ def test_padding_content_cannot_reach_valid_outputs(causal):
   garbage = fn(jnp.where(padded, jnp.nan, k), jnp.where(padded, 1e30, v))
   valid = mask[:, :, None, None] if causal else jnp.ones_like(padded)
   np.testing.assert_array_equal(jnp.where(valid, garbage, 0), jnp.where(valid, clean, 0))
-  grad = jax.grad(lambda k: jnp.sum(fn(k, v) ** 2))(jnp.where(padded, 1e30, k))
+  grad = jax.jit(jax.grad(lambda k: jnp.sum(fn(k, v) ** 2)))(jnp.where(padded, 1e30, k))
   assert np.all(np.isfinite(grad))
 
 
@@ -200,8 +200,8 @@ def test_chunked_gate_is_stable_for_any_decay_strength(logit_range):
   recurrent = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate, chunk_size=1)
   assert np.all(np.isfinite(chunked))
   np.testing.assert_allclose(chunked, recurrent, atol=1e-4, rtol=1e-3)
-  grad = jax.grad(lambda g: jnp.sum(rfa_jax.rfa(q, k, v, projection, causal=True, gate=g,
-                                                 chunk_size=16) ** 2))(gate)
+  grad = jax.jit(jax.grad(lambda g: jnp.sum(rfa_jax.rfa(q, k, v, projection, causal=True, gate=g,
+                                                         chunk_size=16) ** 2)))(gate)
   assert np.all(np.isfinite(grad))
 
 

@@ -191,5 +191,5 @@ def test_feature_layouts_agree_with_their_gradients():
   tokens = lambda x: jnp.stack([token_features(x[:, i], x[:, i], w, "gaussian", sigma)[0]
                                 for i in range(x.shape[1])], axis=2)
   np.testing.assert_allclose(tokens(x), sequence(x), atol=1e-6)
-  grads = [jax.grad(lambda x: jnp.sum(f(x) * cotangent))(x) for f in (tokens, sequence)]
+  grads = [jax.jit(jax.grad(lambda x: jnp.sum(f(x) * cotangent)))(x) for f in (tokens, sequence)]
   np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)

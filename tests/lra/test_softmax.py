@@ -35,7 +35,7 @@ def reference(causal, mask):
 def value_and_grads(attend, q, k, v, cotangent, rows):
   """attend(q, k, v), and the gradients of sum(out * cotangent) over the query positions `rows`."""
   loss = lambda q, k, v: jnp.sum(attend(q, k, v) * cotangent * rows[:, :, None, None])
-  return attend(q, k, v), jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+  return jax.jit(attend)(q, k, v), jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
 
 
 def assert_same(actual, expected, atol=1e-5):
