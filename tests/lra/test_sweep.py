@@ -120,10 +120,8 @@ def _sweep_cli(root, data_dir):
   command = [sys.executable, "-m", "lra.sweep", "--tasks=listops", "--attentions=softmax",
              "--seeds=0,1", f"--root={root}", "--",
              f"--config.data_dir={data_dir}", *(f"--config.{k}={v}" for k, v in TINY.items())]
-  # One device, and a compilation cache that the later runs (same programs) read: 4x less CPU.
-  env = fixtures.subprocess_env(1, JAX_COMPILATION_CACHE_DIR=str(root.parent / "jax_cache"),
-                               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  # One device; the later runs read the session's compilation cache (conftest): 4x less CPU.
+  env = fixtures.subprocess_env(1)
   return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
