@@ -53,6 +53,7 @@ LATER_FORMS = {
     "rfa bidirectional gated, positive features": lambda lib, q, k, v, g, w: lib.rfa(
         q, k, v, w, gate=g, reverse_gate=1 - g, feature_map="positive"),
 }
+ALL_FORMS = {**FORMS, **LATER_FORMS}
 
 
 def import_base(commit: str, folder: pathlib.Path):
@@ -78,7 +79,7 @@ def import_base(commit: str, folder: pathlib.Path):
 def gradient(lib, form):
   """jit of the gradient of sum(out * cotangent) with respect to q, k and v."""
   def loss(q, k, v, gate, projection, cotangent):
-    out = {**FORMS, **LATER_FORMS}[form](lib, q, k, v, gate, projection)
+    out = ALL_FORMS[form](lib, q, k, v, gate, projection)
     return jnp.sum(out * cotangent[:, :out.shape[1]])
   return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
@@ -142,7 +143,7 @@ def parse_args(argv=None):
   parser.add_argument("--base", required=True, help="a commit of this repository")
   parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384])
   parser.add_argument("--forms", nargs="+", default=list(FORMS),
-                      choices=list(FORMS) + list(LATER_FORMS), metavar="FORM",
+                      choices=list(ALL_FORMS), metavar="FORM",
                       help="default: the forms every version has")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--heads", type=int, default=4)
