@@ -57,6 +57,9 @@ def get_config(arg=None):
   # Stateful training: each row reads this many consecutive segments, then jumps to a random place
   # (reset); 0: one contiguous stream per row through the whole split.
   config.task_options.stream_segments = 0
+  # Stateful training: this many independent sets of streams take turns, batch by batch, each with
+  # its own carried state, so consecutive batches are unrelated text.
+  config.task_options.stream_sets = 1
   # Pack documents: each file of the stdlib / files corpus one document; attention and positions
   # restart at every document (softmax and RFA).
   config.task_options.pack_documents = False

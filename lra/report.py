@@ -137,8 +137,12 @@ def variant(config: dict) -> str:
              if key in defaults and value != defaults[key]]
   task_options = config.get("task_options") or {}
   if task_options.get("stateful"):
-    changed.append("stateful" + (f", stream_segments={task_options['stream_segments']}"
-                                 if task_options.get("stream_segments") else ""))
+    stateful = ["stateful"]
+    if task_options.get("stream_segments"):
+      stateful.append(f"stream_segments={task_options['stream_segments']}")
+    if task_options.get("stream_sets", 1) > 1:
+      stateful.append(f"stream_sets={task_options['stream_sets']}")
+    changed.append(", ".join(stateful))
   if task_options.get("pack_documents"):
     changed.append("packed documents")
   return f"{name} ({', '.join(changed)})" if changed else name

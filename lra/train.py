@@ -13,7 +13,9 @@ of every layer for every row (`nnx.Cache`, sharded along the batch axis like the
 continues it over the row's next segment (RFA in decode mode, with the fixed evaluation projection,
 so `redraw` does not apply), gradients stop at the segment boundary, and rows whose batch has
 reset=True start again from zero. It is checkpointed with the rest of the state, so a resumed run
-continues it exactly; evaluation then carries its own state through each split from zero.
+continues it exactly; evaluation then carries its own state through each split from zero. With
+`task_options.stream_sets=K` > 1 the carry holds K states per row (leaves [B, K, ...]), one per set
+of streams, and step t continues set t mod K, the set its batch comes from (`lra.data.lm`).
 """
 
 import dataclasses
@@ -131,6 +133,11 @@ def is_stateful(config) -> bool:
   return config.task == "lm" and bool(config.task_options.get("stateful", False))
 
 
+def stream_sets(config) -> int:
+  """The number of carried states per row: the stateful LM's sets of streams that take turns."""
+  return int(config.task_options.get("stream_sets", 1)) if is_stateful(config) else 1
+
+
 def check_stateful(model: models.LanguageModel, attention_name: str):
   """Stateful training carries RFA's recurrent state; other mechanisms have none to carry."""
   try:
@@ -170,6 +177,25 @@ def _reset_rows(carry, reset):
   return jax.lax.stop_gradient(jax.tree.map(reset_leaf, carry))
 
 
+def _with_sets(carry, sets: int):
+  """The carry with `sets` copies per row: leaves [B, ...] -> [B, sets, ...] (scalars shared)."""
+  return jax.tree.map(lambda x: x if x.ndim == 0 else jnp.repeat(x[:, None], sets, axis=1), carry)
+
+
+def _carried_set(carry, index):
+  """Set `index` (a traced int) of a carry with sets: leaves [B, K, ...] -> [B, ...]."""
+  return jax.tree.map(
+      lambda x: x if x.ndim == 0 else jax.lax.dynamic_index_in_dim(x, index, 1, keepdims=False),
+      carry)
+
+
+def _replace_set(carry, new, index):
+  """`carry` (leaves [B, K, ...]) with set `index` replaced by `new` (leaves [B, ...])."""
+  return jax.tree.map(
+      lambda x, y: y if x.ndim == 0 else jax.lax.dynamic_update_index_in_dim(x, y, index, 1),
+      carry, new)
+
+
 @dataclasses.dataclass
 class Steps:
   """The jitted train and eval steps over the split model state. With `stateful`, the eval step
@@ -179,19 +205,28 @@ class Steps:
   stateful: bool = False
 
 
-def make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding=None) -> Steps:
+def make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding=None,
+               sets: int = 1) -> Steps:
   """`state_sharding` (the train state's shardings) is given for stateful training: the carry stays
-  sharded along the batch axis from step to step."""
+  sharded along the batch axis from step to step. `sets` > 1: the carry holds that many states per
+  row; training step t continues set t mod sets, evaluation set 0."""
   stateful = state_sharding is not None
 
-  def merge(graphdef, state, batch):
+  def merge(graphdef, state, batch, index):
     parts = [state["params"], state["rest"]]
     if stateful:
-      parts.append(_reset_rows(state["carry"], batch["reset"]))
+      carry = state["carry"] if sets == 1 else _carried_set(state["carry"], index)
+      parts.append(_reset_rows(carry, batch["reset"]))
     return nnx.merge(graphdef, *parts)
 
+  def carried(state, model, index):
+    """The state's carry continued by the model's caches."""
+    new = nnx.state(model, nnx.Cache)
+    return new if sets == 1 else _replace_set(state["carry"], new, index)
+
   def train_step(state, batch):
-    model = merge(train_graphdef, state, batch)
+    index = state["step"] % sets
+    model = merge(train_graphdef, state, batch, index)
 
     def loss_fn(model):
       sums = _row_sums(model(batch), batch)
@@ -204,15 +239,16 @@ def make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding=No
     new_state = dict(step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
                      opt_state=opt_state)
     if stateful:
-      _, _, new_state["carry"], new_state["rest"] = nnx.split(model, nnx.Param, nnx.Cache, ...)
+      new_state["carry"] = carried(state, model, index)
+      _, _, _, new_state["rest"] = nnx.split(model, nnx.Param, nnx.Cache, ...)
     else:
       _, _, new_state["rest"] = nnx.split(model, nnx.Param, ...)
     return new_state, dict(loss=loss, accuracy=accuracy)
 
   def eval_step(state, batch):
-    model = merge(eval_graphdef, state, batch)
+    model = merge(eval_graphdef, state, batch, 0)
     sums = _row_sums(model(batch), batch)
-    return (sums, nnx.state(model, nnx.Cache)) if stateful else sums
+    return (sums, carried(state, model, 0)) if stateful else sums
 
   # Evaluation returns per-example values, sharded like the batch: no cross-device reduction, so the
   # independent evaluation steps that are in flight at once never wait on each other (see `evaluate`).
@@ -231,7 +267,8 @@ def init_training(config, mesh, **model_args):
 
   The state is a dict pytree: step, params (nnx.Param), opt_state, rest (every other variable:
   rng stream counters, random projections, fixed position tables), and for stateful LM training
-  carry (every layer's decode cache, [batch_size, ...] per leaf, sharded along the batch axis).
+  carry (every layer's decode cache, [batch_size, ...] per leaf, or [batch_size, stream_sets, ...]
+  with several sets of streams, sharded along the batch axis).
   """
   if config.task == "lm" and config.task_options.get("pack_documents") and \
       config.attention not in attention.PACKS:
@@ -253,12 +290,15 @@ def init_training(config, mesh, **model_args):
     return (parallelism.replicate(state, mesh),
             make_steps(train_graphdef, eval_graphdef, optimizer, mesh))
   train_graphdef, params, carry, rest = nnx.split(model, nnx.Param, nnx.Cache, ...)
+  sets = stream_sets(config)
+  if sets > 1:
+    carry = _with_sets(carry, sets)
   state = parallelism.replicate(
       dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
            rest=rest), mesh)
   state["carry"] = parallelism.shard_rows(carry, mesh)
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
-  return state, make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding)
+  return state, make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding, sets)
 
 
 def train_batches(task, config):

@@ -256,7 +256,7 @@ class LMBatches:
 
   def __init__(self, stream: np.ndarray, *, global_batch_size: int, segment_length: int, mode: str,
                seed: int, process_index: int, process_count: int, stream_segments: int = 0,
-               document_starts=None):
+               stream_sets: int = 1, document_starts=None):
     sources.check_choice("mode", mode, MODES)
     if document_starts is not None and mode not in ("random", "eval"):
       raise ValueError(f"packed documents (document_starts) are read in modes 'random' and 'eval', "
@@ -272,25 +272,29 @@ class LMBatches:
     if stream_segments < 0 or (stream_segments and mode != "stateful"):
       raise ValueError(f"stream_segments={stream_segments}; expected 0, or a positive number of "
                        "segments with mode='stateful'")
+    if stream_sets < 1 or (stream_sets > 1 and mode != "stateful"):
+      raise ValueError(f"stream_sets={stream_sets}; expected 1, or more with mode='stateful'")
     self.stream, self.mode, self.seed, self.stream_segments = stream, mode, seed, stream_segments
+    self.stream_sets = stream_sets
     self.document_starts = document_starts
     self.batch_size, self.length = global_batch_size, segment_length
     local = global_batch_size // process_count
     self.rows = slice(process_index * local, (process_index + 1) * local)
     size, targets = len(stream), len(stream) - 1
     need = {"random": segment_length + 1,
-            "stateful": (stream_segments or global_batch_size) * segment_length + 1,
+            "stateful": (stream_segments or stream_sets * global_batch_size) * segment_length + 1,
             "eval": 2, "eval_stateful": 2}[mode]
     if size < need:
       raise ValueError(f"the stream holds {size} bytes; mode={mode!r} with "
-                       f"segment_length={segment_length} and global_batch_size={global_batch_size} "
-                       f"needs at least {need}")
+                       f"segment_length={segment_length}, global_batch_size={global_batch_size} "
+                       f"and stream_sets={stream_sets} needs at least {need}")
     if mode == "random":
       self.num_batches = None
     elif mode == "stateful":
-      self.segments_per_row = targets // (global_batch_size * segment_length)
+      streams = stream_sets * global_batch_size
+      self.segments_per_row = targets // (streams * segment_length)
       self.row_length = self.segments_per_row * segment_length
-      self.slack = targets - global_batch_size * self.row_length
+      self.slack = targets - streams * self.row_length
       self.num_batches = None
     elif mode == "eval":
       self.num_segments = math.ceil(targets / segment_length)
@@ -303,6 +307,8 @@ class LMBatches:
                              segment_length=segment_length, seed=seed)
     if stream_segments:
       self._fingerprint["stream_segments"] = stream_segments
+    if stream_sets > 1:
+      self._fingerprint["stream_sets"] = stream_sets
     if document_starts is not None:
       self._fingerprint["documents"] = int(len(document_starts))
 
@@ -323,16 +329,17 @@ class LMBatches:
     if self.mode == "random":
       start = np.random.default_rng([self.seed, t]).integers(0, size - L, B)
       return start, start + L + 1, np.ones(B, bool)
-    if self.mode == "stateful" and self.stream_segments:
-      block, segment = divmod(t, self.stream_segments)
-      first = np.random.default_rng([self.seed, block]).integers(
-          0, size - self.stream_segments * L, B)
-      start = first + segment * L
-      return start, start + L + 1, np.full(B, segment == 0)
     if self.mode == "stateful":
-      epoch, segment = divmod(t, self.segments_per_row)
-      offset = np.random.default_rng([self.seed, epoch]).integers(0, self.slack + 1)
-      start = offset + rows * self.row_length + segment * L
+      stream_set, u = t % self.stream_sets, t // self.stream_sets  # u: the set's own batch count
+      if self.stream_segments:
+        block, segment = divmod(u, self.stream_segments)
+        draw = [self.seed, block] + ([stream_set] if self.stream_sets > 1 else [])
+        start = (np.random.default_rng(draw).integers(0, size - self.stream_segments * L, B)
+                 + segment * L)
+      else:
+        epoch, segment = divmod(u, self.segments_per_row)
+        offset = np.random.default_rng([self.seed, epoch]).integers(0, self.slack + 1)
+        start = offset + (stream_set * B + rows) * self.row_length + segment * L
       return start, start + L + 1, np.full(B, segment == 0)
     if self.mode == "eval":
       segment = t * B + rows
@@ -369,7 +376,7 @@ class LMBatches:
 
   def set_state(self, state: dict):
     """Resumes right after the batch that was last taken when `state` was saved."""
-    saved = {key: state.get(key) for key in self._fingerprint}
+    saved = {key: value for key, value in state.items() if key != "position"}
     if saved != self._fingerprint:
       raise ValueError(f"cannot resume this data iterator ({self._fingerprint}) from the state of "
                        f"a different one ({saved}): the data or batch settings changed")
@@ -377,7 +384,7 @@ class LMBatches:
 
 
 def make_lm_batches(stream: np.ndarray, *, global_batch_size: int, segment_length: int,
-                    stream_segments: int = 0,
+                    stream_segments: int = 0, stream_sets: int = 1,
                     mode: str = "random", seed: int = 0, process_index: int = 0,
                     process_count: int = 1, document_starts=None) -> LMBatches:
   """Batches of `stream` (uint8 [N]) of B = global_batch_size rows of L = segment_length bytes.
@@ -395,6 +402,10 @@ def make_lm_batches(stream: np.ndarray, *, global_batch_size: int, segment_lengt
     uniform in [0, N - J * L - 1] (drawn per row from (seed, t // J)) and then jumps to a new
     start with reset: state carries over J segments, and the rows sample the whole stream the way
     random segments do.
+    With stream_sets = K > 1, K independent sets of B row streams take turns: batch t holds the
+    (t // K)-th batch of set t mod K (the K * B rows of the contiguous form each read 1 / (K * B)
+    of the stream; the jumping form draws per set from (seed, block, set)), so consecutive batches
+    are unrelated text, and a model keeps one carried state per set.
   - "eval" (once): segments k = 0 .. ceil((N - 1) / L) - 1 read stream[k * L : k * L + L + 1], B per
     batch in order; the last segment and the rows after the last segment pad with weights 0.
   - "eval_stateful" (once): B row streams of R = ceil((N - 1) / B) targets (row r predicts bytes
@@ -406,7 +417,8 @@ def make_lm_batches(stream: np.ndarray, *, global_batch_size: int, segment_lengt
   """
   return LMBatches(stream, global_batch_size=global_batch_size, segment_length=segment_length,
                    mode=mode, seed=seed, process_index=process_index, process_count=process_count,
-                   stream_segments=stream_segments, document_starts=document_starts)
+                   stream_segments=stream_segments, stream_sets=stream_sets,
+                   document_starts=document_starts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,8 +427,8 @@ class LMData:
 
   `segment_length` (config `max_length`) is L; `stateful` picks the modes of `train_batches`
   ("stateful", else "random") and `eval_batches` ("eval_stateful", else "eval"); `stream_segments`
-  is the stateful training streams' length in segments (0: one contiguous stream per row);
-  `documents` (split -> document start offsets, `Corpus.documents`) packs the documents: batches
+  is the stateful training streams' length in segments (0: one contiguous stream per row) and
+  `stream_sets` the number of sets of them that take turns (`make_lm_batches`); `documents` (split -> document start offsets, `Corpus.documents`) packs the documents: batches
   carry segment_ids and positions so that attention stays within a document.
   """
   splits: dict
@@ -424,6 +436,7 @@ class LMData:
   segment_length: int
   stateful: bool
   stream_segments: int = 0
+  stream_sets: int = 1
   vocab_size: int = VOCAB_SIZE
   documents: dict | None = None
 
@@ -433,6 +446,7 @@ class LMData:
                            segment_length=self.segment_length, seed=seed,
                            mode="stateful" if self.stateful else "random",
                            stream_segments=self.stream_segments if self.stateful else 0,
+                           stream_sets=self.stream_sets if self.stateful else 1,
                            process_index=process_index, process_count=process_count,
                            document_starts=self._documents("train"))
 
@@ -449,7 +463,8 @@ class LMData:
 
 
 def load(data_dir, *, max_length: int, source: str = "stdlib", files: str = "",
-         stateful: bool = False, stream_segments: int = 0, pack_documents: bool = False) -> LMData:
+         stateful: bool = False, stream_segments: int = 0, stream_sets: int = 1,
+         pack_documents: bool = False) -> LMData:
   """The corpus `source` (see `read_corpus`) as an `LMData` with segments of max_length bytes;
   `pack_documents`: attention stays within each document (each file of stdlib or files)."""
   if max_length < 1:
@@ -457,6 +472,9 @@ def load(data_dir, *, max_length: int, source: str = "stdlib", files: str = "",
   if stream_segments and not stateful:
     raise ValueError(f"stream_segments={stream_segments} applies to stateful training only: set "
                      "task_options.stateful=True, or stream_segments=0")
+  if stream_sets != 1 and not stateful:
+    raise ValueError(f"stream_sets={stream_sets} applies to stateful training only: set "
+                     "task_options.stateful=True, or stream_sets=1")
   if pack_documents and stateful:
     raise ValueError("task_options.pack_documents=True and stateful=True exclude each other: a "
                      "stateful stream carries attention state across documents; set one of them "
@@ -471,4 +489,5 @@ def load(data_dir, *, max_length: int, source: str = "stdlib", files: str = "",
             "documents": {split: int(len(starts)) for split, starts in corpus.documents.items()}}
   return LMData(splits=corpus.splits, data=data, segment_length=max_length,
                 stateful=bool(stateful), stream_segments=int(stream_segments),
+                stream_sets=int(stream_sets),
                 documents=corpus.documents if pack_documents else None)

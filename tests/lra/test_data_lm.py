@@ -176,7 +176,7 @@ def test_source_options_are_checked():
   with pytest.raises(ValueError, match="reads <data_dir>/enwik8"):
     lm.read_corpus("enwik8", data_dir="")
   with pytest.raises(ValueError, match=r"\['source', 'files', 'stateful', 'stream_segments', "
-                                       r"'pack_documents'\]"):
+                                       r"'stream_sets', 'pack_documents'\]"):
     data.load_task("lm", data_dir="x", max_length=8, vocab=3)
   with pytest.raises(ValueError, match="max_length=0"):
     data.load_task("lm", data_dir="x", max_length=0)
@@ -255,6 +255,33 @@ def test_stateful_streams_of_a_few_segments_jump_with_a_reset():
   assert np.array_equal(next(again)["inputs"], next(iterator)["inputs"])
   with pytest.raises(ValueError, match="stream_segments=2; expected 0, or a positive number"):
     _batches("random", stream_segments=2)
+
+
+@pytest.mark.parametrize("stream_segments", [0, 3])
+def test_sets_of_streams_take_turns_each_continuing_its_own_text(stream_segments):
+  iterator = _batches("stateful", stream_segments=stream_segments, stream_sets=2)
+  period = stream_segments or iterator.segments_per_row
+  assert period == 3  # contiguous: 249 targets over 2 x 4 rows of 8-byte segments
+  batches = _take(iterator, 18)
+  for t, batch in enumerate(batches):
+    own = t // 2  # the batch's index within its set (t % 2)
+    assert np.all(batch["targets"] == batch["inputs"] + 1)
+    assert batch["reset"].tolist() == [own % period == 0] * 4
+    if own % period:  # the set's previous batch, two steps back, is continued
+      assert np.array_equal(batch["inputs"][:, 0], batches[t - 2]["targets"][:, -1])
+    if t:  # the previous batch, of the other set, is other text
+      assert not np.array_equal(batch["inputs"][:, 0], batches[t - 1]["targets"][:, -1])
+  if not stream_segments:  # the 8 streams of one cycle: 24 consecutive bytes each, in order
+    streams = [np.concatenate([b["inputs"] for b in batches[k:6:2]], axis=1) for k in (0, 1)]
+    rows = np.concatenate(streams)
+    assert np.all(np.diff(rows, axis=1) == 1) and np.all(np.diff(rows[:, 0]) == 24)
+  again = _batches("stateful", stream_segments=stream_segments, stream_sets=2)
+  again.set_state(iterator.get_state())
+  assert np.array_equal(next(again)["inputs"], next(iterator)["inputs"])
+  with pytest.raises(ValueError, match="cannot resume"):
+    _batches("stateful", stream_segments=stream_segments).set_state(iterator.get_state())
+  with pytest.raises(ValueError, match="stream_sets=2; expected 1, or more with mode='stateful'"):
+    _batches("random", stream_sets=2)
 
 
 @pytest.mark.parametrize("size,batch,length", [(250, 4, 8), (250, 3, 7), (57, 4, 8), (9, 8, 4),

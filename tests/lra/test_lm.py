@@ -124,6 +124,37 @@ def test_stateful_evaluation_in_segments_equals_one_causal_pass(corpus, arg):
   np.testing.assert_allclose(segments["loss"], whole, rtol=2e-5)
 
 
+def test_each_set_of_streams_continues_its_own_carried_state(corpus):
+  """With stream_sets=2 step t continues set t mod 2 exactly as one carried state would, and leaves
+  the other set's state as it was."""
+  config = tiny_config(corpus, **{"model.dropout_rate": 0.0})
+  task = train.load_data(config)
+  mesh = parallelism.data_mesh()
+  state, steps = train.init_training(config, mesh, **train.model_args(task))
+  _, sets_steps = train.init_training(tiny_config(corpus, **{"model.dropout_rate": 0.0,
+                                                             "task_options.stream_sets": 2}),
+                                      mesh, **train.model_args(task))
+  batches = task.train_batches(global_batch_size=8, seed=0)
+  first, second = (parallelism.global_batch(next(batches), mesh) for _ in range(2))
+  state, _ = steps.train(state, first)  # a carried state that is not zero; step 1
+  other = jax.tree.map(lambda x: x if x.ndim == 0 else x + 1.0, state["carry"])
+  copy = lambda tree: jax.tree.map(jnp.copy, tree)
+  sets_state = {**copy(state), "carry": jax.tree.map(
+      lambda a, b: a if a.ndim == 0 else jnp.stack([a, b], axis=1), other, state["carry"])}
+  assert not second["reset"].any()
+  expected, expected_metrics = steps.train(copy(state), second)
+  got, metrics = sets_steps.train(sets_state, second)
+  np.testing.assert_allclose(metrics["loss"], expected_metrics["loss"], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(got["params"]), jax.tree.leaves(expected["params"])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  for a, b, kept in zip(jax.tree.leaves(got["carry"]), jax.tree.leaves(expected["carry"]),
+                        jax.tree.leaves(other)):
+    if a.ndim:
+      assert a.shape[1] == 2
+      np.testing.assert_allclose(a[:, 1], b, rtol=1e-5, atol=1e-7)
+      np.testing.assert_array_equal(a[:, 0], kept)
+
+
 def test_eval_batches_cover_a_split_once_without_state(corpus):
   config = tiny_config(corpus, "softmax")
   task = train.load_data(config)
