@@ -4,7 +4,9 @@
 `max_length` is the segment length. `task_options.source`: "stdlib" (the running Python's standard
 library sources, offline), "enwik8" / "text8" (`<data_dir>/enwik8[.zip]`, `<data_dir>/text8[.zip]`) or
 "files" (`task_options.files`, comma-separated UTF-8 text paths). `task_options.stateful=True` (RFA
-only) carries each layer's attention state from a segment to the next (see `lra.train`);
+only) carries each layer's attention state from a segment to the next (see `lra.train`), with
+`task_options.stream_segments` (streams of that many segments, then a jump) and
+`task_options.stream_sets` (sets of streams that take turns, batch by batch);
 `task_options.pack_documents=True` keeps attention within each document (file) of a segment.
 RFA options under `model.attention_options` include `gated` (recency gate) and `chunk_size`.
 """

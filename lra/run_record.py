@@ -3,7 +3,8 @@ continues the same run.
 
 A re-run may raise `num_train_steps` (to train on) and change the keys in `FREE_KEYS`, which only
 affect logging, evaluation and checkpoint frequency, or where the data lives; every other key changes
-the state or the data. So does the data itself: its provenance (file sizes and SHA-256, or the
+the state or the data. A key added to the configurations after a workdir was started (`ADDED_KEYS`)
+matches its absence there when it has the value that does what the code did before it existed. So does the data itself: its provenance (file sizes and SHA-256, or the
 generator's options) must match too, wherever `data_dir` now points.
 """
 
@@ -14,6 +15,7 @@ from lra.records import write_json_atomically
 
 RECORD = "run.json"
 FREE_KEYS = ("num_train_steps", "eval_every", "checkpoint_every", "log_every", "data_dir")
+ADDED_KEYS = {"task_options.stream_sets": 1}
 
 
 class ConfigMismatch(ValueError):
@@ -33,6 +35,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def _differences(old: dict, new: dict, ignore=()) -> list[str]:
   old, new = flatten(old), flatten(new)
+  old = {**{key: value for key, value in ADDED_KEYS.items() if key in new}, **old}
   return [f"  {key}: {old.get(key, '<absent>')!r} in the workdir, {new.get(key, '<absent>')!r} now"
           for key in sorted(set(old) | set(new))
           if key not in ignore and old.get(key, "<absent>") != new.get(key, "<absent>")]

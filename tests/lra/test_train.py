@@ -192,6 +192,17 @@ def test_rerun_with_a_different_configuration_stops_before_any_work(reference_ru
   assert _snapshot(short_run) == before
 
 
+def test_a_key_added_since_the_workdir_started_matches_its_earlier_behaviour(tmp_path):
+  started = {"task": "lm", "task_options": {"stateful": True}}
+  run_record.check_config(tmp_path, started)
+  for key, value in run_record.ADDED_KEYS.items():
+    section, name = key.split(".")
+    now = {**started, section: {**started[section], name: value}}
+    run_record.check_config(tmp_path, now)  # what the code did before the key existed
+    with pytest.raises(run_record.ConfigMismatch, match=f"{key}: {value!r} in the workdir, 2 now"):
+      run_record.check_config(tmp_path, {**now, section: {**now[section], name: 2}})
+
+
 def test_rerun_on_other_data_stops(reference_run, short_run, tmp_path):
   root, _ = reference_run
   before = _snapshot(short_run)
