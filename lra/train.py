@@ -219,10 +219,9 @@ def make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding=No
       parts.append(_reset_rows(carry, batch["reset"]))
     return nnx.merge(graphdef, *parts)
 
-  def carried(state, model, index):
-    """The state's carry continued by the model's caches."""
-    new = nnx.state(model, nnx.Cache)
-    return new if sets == 1 else _replace_set(state["carry"], new, index)
+  def carried(state, cache, index):
+    """The state's carry continued by the model's caches `cache`."""
+    return cache if sets == 1 else _replace_set(state["carry"], cache, index)
 
   def train_step(state, batch):
     index = state["step"] % sets
@@ -239,8 +238,8 @@ def make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding=No
     new_state = dict(step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
                      opt_state=opt_state)
     if stateful:
-      new_state["carry"] = carried(state, model, index)
-      _, _, _, new_state["rest"] = nnx.split(model, nnx.Param, nnx.Cache, ...)
+      _, _, cache, new_state["rest"] = nnx.split(model, nnx.Param, nnx.Cache, ...)
+      new_state["carry"] = carried(state, cache, index)
     else:
       _, _, new_state["rest"] = nnx.split(model, nnx.Param, ...)
     return new_state, dict(loss=loss, accuracy=accuracy)
@@ -248,7 +247,7 @@ def make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding=No
   def eval_step(state, batch):
     model = merge(eval_graphdef, state, batch, 0)
     sums = _row_sums(model(batch), batch)
-    return (sums, carried(state, model, 0)) if stateful else sums
+    return (sums, carried(state, nnx.state(model, nnx.Cache), 0)) if stateful else sums
 
   # Evaluation returns per-example values, sharded like the batch: no cross-device reduction, so the
   # independent evaluation steps that are in flight at once never wait on each other (see `evaluate`).
