@@ -259,7 +259,7 @@ def decode_step(state, q_t, k_t, v_t, projection, *, feature_map="gaussian", sig
     raise ValueError(f"v_t has shape {v_t.shape}; expected [batch={q_t.shape[0]}, "
                      f"heads={q_t.shape[1]}, value_dim]")
   check_projection(projection, q_t.shape[1], q_t.shape[2])
-  check_sigma(sigma, q_t.shape[1])
+  check_sigma(sigma, q_t.shape[1], head_dim=q_t.shape[-1])
   check_sigma(rfa_scale, q_t.shape[1], name="rfa_scale")
   check_normalizer(normalizer)
   check_window(window)

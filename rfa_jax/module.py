@@ -86,6 +86,8 @@ class RFAAttention(nnx.Module):
       (`rfa_jax.random_projection`; the same distribution). Evaluation always uses Gram-Schmidt, so
       a checkpoint evaluates the same whatever the method.
     sigma_init: initial value of the learned per-head sigma (an nnx.Param of shape [heads]).
+    sigma_per_dim: learn sigma per head and query/key dimension instead ([heads, head_dim], as the
+      RFA authors' code): the kernel exp(-|sigma (q^ - k^)|^2 / 2) then weighs each dimension.
     projection_seed: python int; the fixed evaluation projection W [heads, num_features, head_dim]
       is computed in the graph from it (part of the graph definition, not of the state), so a Params
       checkpoint restored into any freshly built model reproduces evaluation exactly. Give layers
@@ -148,7 +150,8 @@ class RFAAttention(nnx.Module):
                key_ln_scale_metadata: Mapping[str, Any] = _NO_METADATA,
                num_features: int = 64, feature_map: str = "gaussian", causal: bool = False,
                gated: bool = False, chunk_size: int | None = None, redraw: bool = True,
-               orthogonal: bool = True, sigma_init: float = 1.0, projection_seed: int = 0,
+               orthogonal: bool = True, sigma_init: float = 1.0, sigma_per_dim: bool = False,
+               projection_seed: int = 0,
                normalizer: str = "floor", exact_kernel: bool = False, window: int | None = None,
                rfa_scale_init: float = 1.0, gate_bias_init: float = 0.0,
                inter_chunk: str = "scan", orthogonal_method: str = "gram_schmidt"):
@@ -219,7 +222,8 @@ class RFAAttention(nnx.Module):
                               rngs=rngs)
     self.gate = gate() if gated else nnx.data(None)
     self.reverse_gate = gate() if gated and not causal else nnx.data(None)
-    self.sigma = nnx.Param(jnp.full((num_heads,), sigma_init, param_dtype))
+    sigma_shape = (num_heads, self.head_dim) if sigma_per_dim else (num_heads,)
+    self.sigma = nnx.Param(jnp.full(sigma_shape, sigma_init, param_dtype))
     self.rfa_scale = (nnx.Param(jnp.full((num_heads,), rfa_scale_init, param_dtype))
                       if window is not None else nnx.data(None))
     self.rngs = _stored_stream(rngs) if keep_rngs and (redraw or dropout_rate > 0) else None

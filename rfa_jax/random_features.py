@@ -194,36 +194,45 @@ def l2_normalize(x: jax.Array) -> jax.Array:
 
 def query_key_features(q, k, projection, kind, sigma):
   """phi(sigma q^) and phi(sigma k^) heads first, in float32: q: [B, Lq, H, d] -> [B, H, Lq, F] (and
-  k likewise), where x^ = x / |x| and sigma is a scalar or `[heads]`; the projections are those of
-  `feature_map` with W scaled by sigma (the positive map's |x|^2 is |x^|^2).
+  k likewise), where x^ = x / |x| and sigma is a scalar, `[heads]` or `[heads, d]` (elementwise);
+  the projections are those of `feature_map`. With one sigma per head the positive map's |x|^2 is
+  |x^|^2 = 1: the dropped factor exp(1 - sigma^2) is the same for every token of a head and cancels
+  in RFA's ratio. Per dimension it is |sigma x^|^2, which differs from key to key.
 
   Scaling by sigma gives a Gaussian kernel exp(sigma^2 (q^ . k^ - 1)), i.e. softmax attention with
-  logits sigma^2 q^ . k^ once normalised. Heads first, every RFA form sums over the length axis of
+  logits sigma^2 q^ . k^ once normalised; per dimension, exp(-|sigma (q^ - k^)|^2 / 2). Heads first, every RFA form sums over the length axis of
   [B, H, L, F]. For L >= d the projection is a product batched over (batch, head), W broadcast
   over the batch, whose output the feature map reads in place; for shorter inputs (decoding: L = 1)
   W is shared by the batch's rows (a [B, H, 2F, d] copy of W would outweigh the features) and the
   small output is transposed. One token at a time: `token_features`.
   """
   sigma = jnp.asarray(sigma, jnp.float32)
-  sigma = jnp.reshape(sigma, sigma.shape + (1, 1))  # per head of [B, H, L, d]
+  per_dim = sigma.ndim == 2
+  # To scale [B, H, L, d]: [H, 1, d] per dimension, [H, 1, 1] per head, [1, 1] one for all.
+  sigma = sigma[:, None] if per_dim else jnp.reshape(sigma, sigma.shape + (1, 1))
   rows = _rows(projection, kind)
 
   def features(x):
     unit = jnp.swapaxes(l2_normalize(x.astype(jnp.float32)), 1, 2)  # [B, H, L, d]
+    scaled = unit * sigma
     if unit.shape[2] >= unit.shape[3]:
       w = jnp.broadcast_to(rows, unit.shape[:1] + rows.shape)
-      wx = jnp.einsum("bhld,bhfd->bhlf", unit * sigma, w)
+      wx = jnp.einsum("bhld,bhfd->bhlf", scaled, w)
     else:
-      wx = jnp.einsum("bhld,hfd->bhlf", unit * sigma, rows)
-    return _phi(wx, kind, projection.shape[-2], _squared_norm(unit) if kind == "positive" else None)
+      wx = jnp.einsum("bhld,hfd->bhlf", scaled, rows)
+    norm = _squared_norm(scaled if per_dim else unit) if kind == "positive" else None
+    return _phi(wx, kind, projection.shape[-2], norm)
 
   return features(q), features(k)
 
 
 def token_features(q, k, projection, kind, sigma):
   """`query_key_features` of one token: q, k: [B, H, d] -> [B, H, F] (decoding's layout, no
-  transposes), sigma folded into W."""
+  transposes): per head, sigma folded into W; per dimension, phi(sigma x^)."""
   sigma = jnp.asarray(sigma, jnp.float32)
+  if sigma.ndim == 2:
+    return tuple(feature_map(l2_normalize(x.astype(jnp.float32)) * sigma, projection, kind)
+                 for x in (q, k))
   scaled = projection.astype(jnp.float32) * jnp.reshape(sigma, sigma.shape + (1, 1))
   return (feature_map(l2_normalize(q.astype(jnp.float32)), scaled, kind),
           feature_map(l2_normalize(k.astype(jnp.float32)), scaled, kind))

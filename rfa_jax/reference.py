@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 
 from rfa_jax.normalizer import normalize
-from rfa_jax.random_features import arccos_kernel, l2_normalize, query_key_features
+from rfa_jax.random_features import (arccos_kernel, gaussian_kernel, l2_normalize,
+                                      query_key_features)
 from rfa_jax.validation import check_feature_map, resolve_feature_map
 
 
@@ -109,18 +110,30 @@ def kernel_attention(q, k, v, *, feature_map="gaussian", sigma=1.0, causal=False
   A_ij = kappa(sigma q^_i, sigma k^_j) with q^, k^ L2-normalised: gaussian and positive kappa(x, y) =
   exp(-|x - y|^2 / 2) = exp(sigma^2 (q^ . k^ - 1)) (softmax attention with logits sigma^2 q^ . k^ once
   normalised), arccos the order-1 arc-cosine kernel, sigma^2 kappa(q^, k^) (its weights do not
-  depend on sigma); then as `rfa_reference`.
+  depend on sigma). With sigma [heads, head_dim], kappa(sigma q^_i, sigma k^_j) elementwise. Then as
+  `rfa_reference`.
   """
   check_feature_map(feature_map)
   qn, kn = l2_normalize(q.astype(jnp.float32)), l2_normalize(k.astype(jnp.float32))
-  sigma_sq = jnp.reshape(jnp.asarray(sigma, jnp.float32), (-1, 1, 1)) ** 2
-  if feature_map in ("gaussian", "positive"):  # one kernel, two estimators
-    scores = jnp.exp(sigma_sq * (jnp.einsum("bihd,bjhd->bhij", qn, kn) - 1.0))
+  sigma = jnp.asarray(sigma, jnp.float32)
+  if sigma.ndim == 2:
+    scores = _kernel_scores(qn * sigma, kn * sigma, feature_map)
   else:
-    scores = sigma_sq * jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1)
+    sigma_sq = jnp.reshape(sigma, (-1, 1, 1)) ** 2
+    if feature_map in ("gaussian", "positive"):  # one kernel, two estimators
+      scores = jnp.exp(sigma_sq * (jnp.einsum("bihd,bjhd->bhij", qn, kn) - 1.0))
+    else:
+      scores = sigma_sq * jnp.moveaxis(arccos_kernel(qn[:, :, None], kn[:, None, :]), -1, 1)
   gating = gating_weights(gate, reverse_gate)
   return _mix(scores, q, k, v, causal, key_mask, gating, normalizer, window, rfa_scale,
               segment_ids, key_segment_ids)
+
+
+def _kernel_scores(x, y, feature_map):
+  """kappa(x_i, y_j): x: [B, Lq, H, d], y: [B, Lk, H, d] -> [B, H, Lq, Lk]."""
+  if feature_map in ("gaussian", "positive"):
+    return jnp.moveaxis(gaussian_kernel(x[:, :, None], y[:, None, :]), -1, 1)
+  return jnp.moveaxis(arccos_kernel(x[:, :, None], y[:, None, :]), -1, 1)
 
 
 def _mix(scores, q, k, v, causal, key_mask, gating, normalizer, window, rfa_scale, segment_ids,

@@ -47,10 +47,13 @@ def check_projection(projection, num_heads, head_dim):
           f"[heads={num_heads}, num_features, head_dim={head_dim}] to match q and k")
 
 
-def check_sigma(sigma, num_heads, name="sigma"):
-  """A scalar or one value per head (sigma, rfa_scale)."""
-  if np.ndim(sigma) > 1 or (np.ndim(sigma) == 1 and np.shape(sigma)[0] != num_heads):
-    _fail(name, np.shape(sigma), f"a scalar or [heads={num_heads}]")
+def check_sigma(sigma, num_heads, name="sigma", head_dim=None):
+  """A scalar or one value per head (sigma, rfa_scale); with `head_dim` (sigma), also one value per
+  head and query/key dimension."""
+  shapes = [(), (num_heads,)] + ([(num_heads, head_dim)] if head_dim is not None else [])
+  if np.shape(sigma) not in shapes:
+    per_dim = f" or [heads={num_heads}, head_dim={head_dim}]" if head_dim is not None else ""
+    _fail(name, np.shape(sigma), f"a scalar or [heads={num_heads}]{per_dim}")
 
 
 def check_gate_values(name, gate):
@@ -88,7 +91,7 @@ def check_attention_args(q, k, v, projection, *, feature_map, sigma, causal=Fals
   check_normalizer(normalizer)
   check_window(window)
   check_projection(projection, heads, head_dim)
-  check_sigma(sigma, heads)
+  check_sigma(sigma, heads, head_dim=head_dim)
   check_sigma(rfa_scale, heads, name="rfa_scale")
   if key_mask is not None and np.shape(key_mask) != (batch, k_len):
     _fail("key_mask", np.shape(key_mask), f"[batch={batch}, length={k_len}] (False = padding)")
