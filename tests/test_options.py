@@ -102,15 +102,20 @@ def test_gaussian_kernel_attention_is_softmax_over_sigma_squared_normalised_logi
     np.testing.assert_allclose(out[:, :, head], expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("feature_map, gating", [
-    *((m, g) for m in ("gaussian", "arccos", "positive") for g in ("none", "causal")),
-    ("gaussian", "bidirectional")])
-def test_rfa_converges_to_kernel_attention_as_features_grow(feature_map, gating):
+# sigma: one for all heads, or one per head and dimension ([heads, head_dim]).
+SIGMAS = {"scalar": 0.9, "per_dim": 0.5 + jax.random.uniform(jax.random.PRNGKey(7), (H, D))}
+
+
+@pytest.mark.parametrize("feature_map, gating, sigma", [
+    *((m, g, "scalar") for m in ("gaussian", "arccos", "positive") for g in ("none", "causal")),
+    ("gaussian", "bidirectional", "scalar"),
+    *((m, "causal", "per_dim") for m in ("gaussian", "arccos", "positive"))])
+def test_rfa_converges_to_kernel_attention_as_features_grow(feature_map, gating, sigma):
   q, k, v, _, gate, mask = _inputs(seed=4)
   gates = {"none": {}, "causal": dict(gate=gate),
            "bidirectional": dict(gate=gate, reverse_gate=gate[:, ::-1])}[gating]
-  options = dict(feature_map=feature_map, sigma=0.9, causal=gating == "causal", key_mask=mask,
-                 **gates)
+  options = dict(feature_map=feature_map, sigma=SIGMAS[sigma], causal=gating == "causal",
+                 key_mask=mask, **gates)
   exact = rfa_jax.kernel_attention(q, k, v, **options)
   errors = []
   for num_features in (16, 256, 4096):
