@@ -47,12 +47,12 @@ def probe(model, inputs) -> list[dict]:
                    normalizer=layer.normalizer)
     estimate = rfa_jax.rfa(q, k, v, layer.evaluation_projection(), **options)
     exact = rfa_jax.kernel_attention(q, k, v, **options)
-    row = dict(layer="/".join(map(str, path)), sigma=np.asarray(sigma).round(3).tolist(),
+    row = dict(layer="/".join(map(str, path)), sigma=np.asarray(sigma, np.float64).round(3).tolist(),
                rms_v=_rms(v), rms_rfa=_rms(estimate), rms_exact=_rms(exact),
                rms_error=_rms(estimate - exact))
     if layer.window is not None:
       row.update(rms_window=_rms(rfa_jax.window_attention(q, k, v, window=layer.window, causal=True)),
-                 rfa_scale=np.asarray(layer.rfa_scale[...]).round(3).tolist())
+                 rfa_scale=np.asarray(layer.rfa_scale[...], np.float64).round(3).tolist())
     rows.append(row)
   return rows
 
