@@ -200,8 +200,8 @@ def query_key_features(q, k, projection, kind, sigma):
   in RFA's ratio. Per dimension it is |sigma x^|^2, which differs from key to key.
 
   Scaling by sigma gives a Gaussian kernel exp(sigma^2 (q^ . k^ - 1)), i.e. softmax attention with
-  logits sigma^2 q^ . k^ once normalised; per dimension, exp(-|sigma (q^ - k^)|^2 / 2). Heads first, every RFA form sums over the length axis of
-  [B, H, L, F]. For L >= d the projection is a product batched over (batch, head), W broadcast
+  logits sigma^2 q^ . k^ once normalised; per dimension, exp(-|sigma (q^ - k^)|^2 / 2). Heads
+  first, every RFA form sums over the length axis of [B, H, L, F]. For L >= d the projection is a product batched over (batch, head), W broadcast
   over the batch, whose output the feature map reads in place; for shorter inputs (decoding: L = 1)
   W is shared by the batch's rows (a [B, H, 2F, d] copy of W would outweigh the features) and the
   small output is transposed. One token at a time: `token_features`.
