@@ -27,6 +27,9 @@ PRESETS = {
     # Positive random features of the same Gaussian kernel (rfa_gaussian only): with `gated`, pure
     # RFA at softmax's bits per byte in docs/choosing.md's runs.
     "positive": {"model.attention_options.feature_map": "positive"},
+    # No denominator: RFA's numerator divided by its RMS over the value dimension. With `gated`, the
+    # paper's sin/cos RFA-Gate at softmax's bits per byte in docs/choosing.md's runs.
+    "rms": {"model.attention_options.normalizer": "rms"},
     "stateful": {"task_options.stateful": True},
     # Exact softmax over the 32 previous bytes beside RFA with positive features, whose weight starts
     # at 0 (rfa_gaussian; rfa_arccos keeps its own features): see docs/choosing.md.
@@ -34,7 +37,7 @@ PRESETS = {
                     "model.attention_options.feature_map": "positive",
                     "model.attention_options.rfa_scale_init": 0.0},
 }
-RFA_ONLY = ("gated", "stateful", "positive", "recommended")
+RFA_ONLY = ("gated", "stateful", "positive", "rms", "recommended")
 
 
 def get_config(arg=None):

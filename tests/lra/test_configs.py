@@ -71,3 +71,13 @@ def test_positive_preset_gives_rfa_gaussian_positive_features_and_refuses_the_ot
     config_lib.load(str(path), "rfa_arccos,positive")
   with pytest.raises(ValueError, match=r"need an RFA attention.*'softmax'"):
     config_lib.load(str(path), "softmax,positive")
+
+
+@pytest.mark.parametrize("name", ["rfa_gaussian", "rfa_arccos"])
+def test_rms_preset_drops_the_denominator_for_rfa_only(name):
+  path = next(p for p in CONFIGS if p.stem == "lm")
+  options = config_lib.load(str(path), f"{name},quick,gated,rms").model.attention_options
+  assert options.normalizer == "rms" and options.gated
+  assert config_lib.load(str(path), f"{name},quick,gated").model.attention_options.normalizer != "rms"
+  with pytest.raises(ValueError, match=r"need an RFA attention.*'softmax'"):
+    config_lib.load(str(path), "softmax,rms")
