@@ -10,7 +10,8 @@ from lra import config_lib
 PRESETS = {
     # About 10 minutes on a 2-core CPU: short expressions (16-128 tokens), a small model. On the
     # full-length task, linear-time attention sits at the majority class for thousands of steps (LRA
-    # reports 16-18% for linear attention and Performer); short sequences learn within minutes.
+    # reports 16-18% for linear attention and Performer), the paper's RFA too; short sequences learn
+    # within minutes. With `gated` or `recommended` RFA learns the longer ones as well (docs/choosing.md).
     "small": {
         "data_dir": "data/listops_small", "max_length": 128, "num_train_steps": 3000,
         "eval_every": 500, "checkpoint_every": 500, "log_every": 100,
