@@ -14,6 +14,8 @@ from rfa_jax import reference
 from rfa_jax.normalizer import normalize
 from rfa_jax.random_features import l2_normalize
 
+from decoding import decode_then_prefill
+
 B, L, H, D, DV, F = 2, 11, 3, 8, 5, 16
 
 
@@ -65,15 +67,8 @@ def test_decode_steps_and_prefill_apply_the_normalizer(normalizer):
   q, k, v, projection, gate, _ = _inputs()
   options = dict(sigma=1.2, normalizer=normalizer)
   expected = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate, **options)
-  state = rfa_jax.init_decode_state(B, H, rfa_jax.feature_dim(F), DV)
-  step = jax.jit(functools.partial(rfa_jax.decode_step, projection=projection, **options))
-  outputs = []
-  for t in range(5):
-    state, out = step(state, q[:, t], k[:, t], v[:, t], gate_t=gate[:, t])
-    outputs.append(out)
-  state, tail = rfa_jax.prefill(state, q[:, 5:], k[:, 5:], v[:, 5:], projection, gate=gate[:, 5:],
-                                **options)
-  np.testing.assert_allclose(jnp.concatenate([jnp.stack(outputs, 1), tail], 1), expected, atol=2e-5)
+  np.testing.assert_allclose(decode_then_prefill(q, k, v, projection, gate, 5, **options), expected,
+                             atol=2e-5)
 
 
 def test_normalizer_rules():

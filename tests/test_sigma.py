@@ -3,7 +3,6 @@
 reference (forward and gradients, sigma's included), decoding and the module. The estimate's
 convergence to the kernel: tests/test_options.py."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +11,7 @@ import pytest
 from flax import nnx
 
 import rfa_jax
+from decoding import decode_then_prefill
 
 B, L, H, D, DV, F = 2, 9, 3, 8, 5, 16
 SIGMA = 0.5 + jax.random.uniform(jax.random.PRNGKey(7), (H, D))  # one value per head and dimension
@@ -85,15 +85,7 @@ def test_decode_steps_and_prefill_continue_the_causal_form(feature_map):
   q, k, v, gate, _, projection = _inputs(3)
   options = dict(feature_map=feature_map, sigma=SIGMA)
   expected = rfa_jax.rfa(q, k, v, projection, causal=True, gate=gate, **options)
-  state = rfa_jax.init_decode_state(B, H, rfa_jax.feature_dim(F, feature_map), DV)
-  step = jax.jit(functools.partial(rfa_jax.decode_step, projection=projection, **options))
-  outputs = []
-  for t in range(4):
-    state, out = step(state, q[:, t], k[:, t], v[:, t], gate_t=gate[:, t])
-    outputs.append(out)
-  _, tail = rfa_jax.prefill(state, q[:, 4:], k[:, 4:], v[:, 4:], projection, gate=gate[:, 4:],
-                            **options)
-  np.testing.assert_allclose(jnp.concatenate([jnp.stack(outputs, 1), tail], 1), expected,
+  np.testing.assert_allclose(decode_then_prefill(q, k, v, projection, gate, 4, **options), expected,
                              atol=2e-5, rtol=1e-4)
 
 
