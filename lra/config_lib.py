@@ -22,6 +22,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   config.dtype = "float32"
   config.max_length = 1000
   config.batch_size = 32  # global, split across all devices and hosts
+  # Gradient accumulation: each train step runs its batch in this many parts one after another and
+  # makes one update from their summed gradients, with one part's activations in memory.
+  config.microbatches = 1
   config.num_train_steps = 5000
   config.eval_every = 500
   config.num_eval_batches = -1  # -1: the whole validation split

@@ -9,6 +9,7 @@ its own shard of every global batch and `global_batch` assembles the global arra
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -43,11 +44,46 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh):
+def check_batch_size(global_batch_size: int, mesh: Mesh, microbatches: int = 1):
+  """Each device's rows split evenly into `microbatches`."""
   devices = mesh.devices.size
+  if microbatches < 1:
+    raise ValueError(f"microbatches={microbatches}; expected 1 (no accumulation) or more")
   if global_batch_size % devices:
     raise ValueError(f"batch_size={global_batch_size} is not divisible by the {devices} devices; "
                      f"set --config.batch_size to a multiple of {devices}")
+  if (global_batch_size // devices) % microbatches:
+    raise ValueError(
+        f"batch_size={global_batch_size} gives {global_batch_size // devices} rows per device, not "
+        f"divisible into microbatches={microbatches}; set --config.batch_size to a multiple of "
+        f"{devices * microbatches} or --config.microbatches to a divisor of "
+        f"{global_batch_size // devices}")
+
+
+def split_microbatches(tree, count: int, mesh: Mesh):
+  """Per-row arrays [B, ...] -> [count, B / count, ...]. Microbatch m holds rows m, m + count,
+  m + 2 count, ...: every device keeps its own rows (B / devices a multiple of `count`,
+  `check_batch_size`). Scalars are repeated `count` times."""
+  sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+
+  def split(x):
+    if x.ndim == 0:
+      return jnp.broadcast_to(x, (count,))
+    x = x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1)
+    return jax.lax.with_sharding_constraint(x, sharding)
+
+  return jax.tree.map(split, tree)
+
+
+def join_microbatches(tree, like):
+  """The inverse of `split_microbatches` for a tree shaped like `like`: [count, B / count, ...] ->
+  [B, ...]; a scalar leaf of `like` takes the last microbatch's value."""
+  def join(x, reference):
+    if reference.ndim == 0:
+      return x[-1]
+    return x.swapaxes(0, 1).reshape(reference.shape)
+
+  return jax.tree.map(join, tree, like)
 
 
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:

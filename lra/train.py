@@ -206,46 +206,79 @@ class Steps:
 
 
 def make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding=None,
-               sets: int = 1) -> Steps:
+               sets: int = 1, microbatches: int = 1) -> Steps:
   """`state_sharding` (the train state's shardings) is given for stateful training: the carry stays
   sharded along the batch axis from step to step. `sets` > 1: the carry holds that many states per
-  row; training step t continues set t mod sets, evaluation set 0."""
+  row; training step t continues set t mod sets, evaluation set 0. `microbatches` > 1: the train
+  step runs the batch in that many parts one after another (`jax.lax.scan`) and sums their
+  gradients: one update from the whole batch with the activations of one part in memory."""
   stateful = state_sharding is not None
 
-  def merge(graphdef, state, batch, index):
-    parts = [state["params"], state["rest"]]
-    if stateful:
-      carry = state["carry"] if sets == 1 else _carried_set(state["carry"], index)
-      parts.append(_reset_rows(carry, batch["reset"]))
-    return nnx.merge(graphdef, *parts)
+  def carry_in(state, batch, index):
+    """The carry a step continues: set `index`, zero in the rows that restart; None without."""
+    if not stateful:
+      return None
+    carry = state["carry"] if sets == 1 else _carried_set(state["carry"], index)
+    return _reset_rows(carry, batch["reset"])
+
+  def merge(graphdef, params, rest, carry):
+    return nnx.merge(graphdef, params, rest, *([] if carry is None else [carry]))
 
   def carried(state, cache, index):
     """The state's carry continued by the model's caches `cache`."""
     return cache if sets == 1 else _replace_set(state["carry"], cache, index)
 
-  def train_step(state, batch):
-    index = state["step"] % sets
-    model = merge(train_graphdef, state, batch, index)
+  def part_step(params, rest, carry, batch, count):
+    """Gradients of the summed loss of the rows of `batch` over `count` (the whole batch's
+    targets) -> (rest, cache, sums of loss and correct, grads)."""
+    model = merge(train_graphdef, params, rest, carry)
 
     def loss_fn(model):
       sums = _row_sums(model(batch), batch)
-      count = jnp.maximum(jnp.sum(sums["count"]), 1.0)
-      return jnp.sum(sums["loss"]) / count, jnp.sum(sums["correct"]) / count
+      sums = dict(loss=jnp.sum(sums["loss"]), correct=jnp.sum(sums["correct"]))
+      return sums["loss"] / count, sums
 
     gradient = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
-    (loss, accuracy), grads = gradient(model)
+    (_, sums), grads = gradient(model)
+    if stateful:
+      _, _, cache, rest = nnx.split(model, nnx.Param, nnx.Cache, ...)
+      return rest, cache, sums, grads
+    return nnx.split(model, nnx.Param, ...)[2], None, sums, grads
+
+  def accumulated(state, carry, batch, count):
+    """`part_step` over `microbatches` parts of the batch in turn, gradients and sums added."""
+    split = lambda tree: parallelism.split_microbatches(tree, microbatches, mesh)
+
+    def add_part(totals, part):
+      rest, sums, grads = totals
+      params = jax.tree.map(jnp.asarray, state["params"])  # NNX variables of this trace level
+      rest, cache, part_sums, part_grads = part_step(params, rest, part[0], part[1], count)
+      return (rest, jax.tree.map(jnp.add, sums, part_sums),
+              jax.tree.map(jnp.add, grads, part_grads)), cache
+
+    zero = jnp.zeros((), jnp.float32)
+    totals = (state["rest"], dict(loss=zero, correct=zero),
+              jax.tree.map(jnp.zeros_like, state["params"]))
+    (rest, sums, grads), caches = jax.lax.scan(add_part, totals, (split(carry), split(batch)))
+    return rest, parallelism.join_microbatches(caches, carry), sums, grads
+
+  def train_step(state, batch):
+    index = state["step"] % sets
+    carry = carry_in(state, batch, index)
+    count = jnp.maximum(jnp.sum(batch["weights"].astype(jnp.float32)), 1.0)
+    if microbatches == 1:
+      rest, cache, sums, grads = part_step(state["params"], state["rest"], carry, batch, count)
+    else:
+      rest, cache, sums, grads = accumulated(state, carry, batch, count)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     new_state = dict(step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
-                     opt_state=opt_state)
+                     opt_state=opt_state, rest=rest)
     if stateful:
-      _, _, cache, new_state["rest"] = nnx.split(model, nnx.Param, nnx.Cache, ...)
       new_state["carry"] = carried(state, cache, index)
-    else:
-      _, _, new_state["rest"] = nnx.split(model, nnx.Param, ...)
-    return new_state, dict(loss=loss, accuracy=accuracy)
+    return new_state, dict(loss=sums["loss"] / count, accuracy=sums["correct"] / count)
 
   def eval_step(state, batch):
-    model = merge(eval_graphdef, state, batch, 0)
+    model = merge(eval_graphdef, state["params"], state["rest"], carry_in(state, batch, 0))
     sums = _row_sums(model(batch), batch)
     return (sums, carried(state, nnx.state(model, nnx.Cache), 0)) if stateful else sums
 
@@ -287,7 +320,8 @@ def init_training(config, mesh, **model_args):
     state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                  rest=rest)
     return (parallelism.replicate(state, mesh),
-            make_steps(train_graphdef, eval_graphdef, optimizer, mesh))
+            make_steps(train_graphdef, eval_graphdef, optimizer, mesh,
+                       microbatches=config.microbatches))
   train_graphdef, params, carry, rest = nnx.split(model, nnx.Param, nnx.Cache, ...)
   sets = stream_sets(config)
   if sets > 1:
@@ -297,7 +331,8 @@ def init_training(config, mesh, **model_args):
            rest=rest), mesh)
   state["carry"] = parallelism.shard_rows(carry, mesh)
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
-  return state, make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding, sets)
+  return state, make_steps(train_graphdef, eval_graphdef, optimizer, mesh, state_sharding, sets,
+                           config.microbatches)
 
 
 def train_batches(task, config):
@@ -380,7 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = parallelism.data_mesh()
-  parallelism.check_batch_size(config.batch_size, mesh)
+  parallelism.check_batch_size(config.batch_size, mesh, config.microbatches)
   run_record.check_config(workdir, config.to_dict(), write=jax.process_index() == 0)
   task = load_data(config)
   run_record.check_data(workdir, task.data, write=jax.process_index() == 0)

@@ -2,6 +2,7 @@
 
 import math
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -153,6 +154,37 @@ def test_each_set_of_streams_continues_its_own_carried_state(corpus):
       assert a.shape[1] == 2
       np.testing.assert_allclose(a[:, 1], b, rtol=1e-5, atol=1e-7)
       np.testing.assert_array_equal(a[:, 0], kept)
+
+
+def test_microbatches_make_the_update_of_the_whole_batch(corpus):
+  """microbatches=2 runs each batch in two parts and adds their gradients: with the carried state
+  of stateful RFA-Gate, three steps give the losses, parameters, carry and random streams of the
+  whole batch at once, in less memory and with no collective but the gradients' all-reduce."""
+  task = train.load_data(tiny_config(corpus))
+  mesh = parallelism.data_mesh()
+  runs = []
+  for parts in (1, 2):
+    config = tiny_config(corpus, **{"model.dropout_rate": 0.0, "batch_size": 16, "microbatches": parts})
+    state, steps = train.init_training(config, mesh, **train.model_args(task))
+    batches = task.train_batches(global_batch_size=16, seed=0)
+    batch = parallelism.global_batch(next(batches), mesh)
+    compiled = steps.train.lower(state, batch).compile()
+    losses = []
+    for _ in range(3):
+      state, metrics = steps.train(state, batch)
+      losses.append(float(metrics["loss"]))
+      batch = parallelism.global_batch(next(batches), mesh)
+    collectives = re.findall(r"(all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)",
+                             compiled.as_text())
+    runs.append((losses, state, compiled.memory_analysis().temp_size_in_bytes, set(collectives)))
+  (whole_losses, whole, whole_memory, whole_collectives), (losses, parts, memory, collectives) = runs
+  np.testing.assert_allclose(losses, whole_losses, rtol=1e-6)
+  raw = lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+  for part in ("params", "carry", "rest"):
+    for a, b in zip(jax.tree.leaves(parts[part]), jax.tree.leaves(whole[part]), strict=True):
+      np.testing.assert_allclose(raw(a), raw(b), rtol=1e-5, atol=1e-6)
+  assert memory < whole_memory
+  assert collectives == whole_collectives == {"all-reduce"}
 
 
 def test_eval_batches_cover_a_split_once_without_state(corpus):

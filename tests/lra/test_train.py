@@ -16,7 +16,7 @@ from flax import nnx
 
 import fixtures
 from fixtures import records
-from lra import run_record, train
+from lra import parallelism, run_record, train
 from lra.data import listops
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -192,15 +192,33 @@ def test_rerun_with_a_different_configuration_stops_before_any_work(reference_ru
   assert _snapshot(short_run) == before
 
 
+def _with(config: dict, key: str, value) -> dict:
+  """`config` with the dotted `key` set to `value`."""
+  head, _, rest = key.partition(".")
+  return {**config, head: _with(config.get(head, {}), rest, value) if rest else value}
+
+
 def test_a_key_added_since_the_workdir_started_matches_its_earlier_behaviour(tmp_path):
   started = {"task": "lm", "task_options": {"stateful": True}}
   run_record.check_config(tmp_path, started)
   for key, value in run_record.ADDED_KEYS.items():
-    section, name = key.split(".")
-    now = {**started, section: {**started[section], name: value}}
+    now = _with(started, key, value)
     run_record.check_config(tmp_path, now)  # what the code did before the key existed
     with pytest.raises(run_record.ConfigMismatch, match=f"{key}: {value!r} in the workdir, 2 now"):
-      run_record.check_config(tmp_path, {**now, section: {**now[section], name: 2}})
+      run_record.check_config(tmp_path, _with(now, key, 2))
+
+
+def test_microbatches_must_split_each_devices_rows(tmp_path):
+  mesh = parallelism.data_mesh()
+  parallelism.check_batch_size(32, mesh, microbatches=4)
+  with pytest.raises(ValueError, match=r"2 rows per device, not divisible into microbatches=4; "
+                     r"set --config.batch_size to a multiple of 32 or --config.microbatches to a "
+                     r"divisor of 2"):
+    train.train_and_evaluate(tiny_config(tmp_path / "data", batch_size=16, microbatches=4),
+                             tmp_path / "work")
+  assert not (tmp_path / "work" / "run.json").exists()
+  with pytest.raises(ValueError, match="microbatches=0; expected 1"):
+    parallelism.check_batch_size(32, mesh, microbatches=0)
 
 
 def test_rerun_on_other_data_stops(reference_run, short_run, tmp_path):
