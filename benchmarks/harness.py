@@ -187,7 +187,8 @@ def run(args, deadline: float | None = None, on_row=None) -> list[dict]:
   for spec in args.attentions:  # every spec checked before the first cell runs
     parse_spec(spec)
   mesh = parallelism.data_mesh()
-  parallelism.check_batch_size(args.batch_size, mesh)
+  overrides = dict(item.partition("=")[::2] for item in args.override)
+  parallelism.check_batch_size(args.batch_size, mesh, int(overrides.get("microbatches", 1)))
   rows = []
   for length in args.lengths:  # every mechanism at one length, timed in turn, before the next length
     cells = []

@@ -34,6 +34,13 @@ def test_bad_specs_are_refused_before_anything_runs(spec, match):
     harness.run(args)
 
 
+def test_microbatches_that_do_not_split_the_batch_are_refused_before_anything_runs():
+  args = harness.parse_args(["--attentions", "softmax", "--lengths", "16", "--batch-size", "8",
+                             "--override", "microbatches=3"])
+  with pytest.raises(ValueError, match="not divisible into microbatches=3"):
+    harness.run(args)
+
+
 def test_cells_are_timed_in_turn_and_a_failing_cell_leaves_the_rotation():
   calls = []
 
