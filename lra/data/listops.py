@@ -159,15 +159,8 @@ def read_tsv(path, parentheses: bool = False) -> tuple[list[np.ndarray], np.ndar
     if header != HEADER:
       raise sources.malformed(path, "line 1", f"the header {HEADER!r}", repr(header[:80]),
                               HOW_TO_OBTAIN)
-    for line_number, line in enumerate(f, start=2):
-      line = line.rstrip(b"\r\n")
-      if not line.strip():
-        continue
-      fields = line.split(b"\t")
-      where = f"line {line_number}"
-      if len(fields) != 2:
-        raise sources.malformed(path, where, "2 tab-separated fields (Source, Target)",
-                                f"{len(fields)} fields", HOW_TO_OBTAIN)
+    for where, fields in sources.tsv_records(f, path, "Source, Target", HOW_TO_OBTAIN,
+                                             first_line=2):
       target = fields[1].strip()
       if target not in [str(d).encode() for d in range(10)]:
         raise sources.malformed(path, where, "a Target digit 0-9", repr(target.decode()[:20]),

@@ -44,15 +44,7 @@ def read_tsv(path, max_length: int) -> tuple[sources.Ragged, np.ndarray, np.ndar
     raise sources.missing(path, f"an AAN pairs TSV file ({FIELDS})", sources.LRA_RELEASE)
   documents, rows, labels = {}, [], []
   with open(path, "rb") as f:
-    for line_number, line in enumerate(f, start=1):
-      line = line.rstrip(b"\r\n")
-      if not line.strip():
-        continue
-      fields = line.split(b"\t")
-      where = f"line {line_number}"
-      if len(fields) != 5:
-        raise sources.malformed(path, where, f"5 tab-separated fields ({FIELDS})",
-                                f"{len(fields)} fields", sources.LRA_RELEASE)
+    for where, fields in sources.tsv_records(f, path, FIELDS, sources.LRA_RELEASE):
       label = _label(fields[0])
       if label is None:
         raise sources.malformed(path, where, "a label 0 or 1 in the first field",

@@ -37,6 +37,22 @@ def missing(path, what: str, how_to_obtain: str) -> MissingDataError:
                           f"{how_to_obtain}.")
 
 
+def tsv_records(f, path, fields: str, how_to_obtain: str, first_line: int = 1):
+  """(where, field values) of each non-blank line of a binary TSV file open at `first_line`;
+  `fields` names the expected fields, comma-separated, and a line with another count is malformed."""
+  count = len(fields.split(","))
+  for line_number, line in enumerate(f, start=first_line):
+    line = line.rstrip(b"\r\n")
+    if not line.strip():
+      continue
+    values = line.split(b"\t")
+    where = f"line {line_number}"
+    if len(values) != count:
+      raise malformed(path, where, f"{count} tab-separated fields ({fields})",
+                      f"{len(values)} fields", how_to_obtain)
+    yield where, values
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskData:
   """A task's splits and what the model needs to know about its tokens.
