@@ -19,4 +19,5 @@ def get_config(arg=None):
   config.weight_decay = 0.0
   config.model.update(dict(num_layers=1, emb_dim=128, num_heads=8, qkv_dim=64, mlp_dim=128,
                            dropout_rate=0.3, pooling="cls"))
+  config.task_options.validation = "holdout"  # every 10th training image; "test": the test split
   return config_lib.apply_arg(config, arg, PRESETS)

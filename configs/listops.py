@@ -48,4 +48,5 @@ def get_config(arg=None):
   config.task_options.min_length = 500
   config.task_options.max_length = 2000
   config.task_options.generate_seed = 0  # the same data for every training seed
+  config.task_options.parentheses = False  # True keeps "(" and ")" as tokens
   return config_lib.apply_arg(config, arg, PRESETS)

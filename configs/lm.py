@@ -14,7 +14,7 @@ RFA options under `model.attention_options` include `gated` (recency gate) and `
 from lra import config_lib
 
 PRESETS = {
-    # The README's CPU run (about 10 minutes on 2 cores): a 2-layer, 128-wide model on 128-byte
+    # The CPU run of docs/lm.md (about 6 minutes on 2 cores): a 2-layer, 128-wide model on 128-byte
     # segments of the offline corpus.
     "quick": {
         "max_length": 128, "batch_size": 16, "num_train_steps": 1200, "warmup_steps": 100,

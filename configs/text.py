@@ -21,4 +21,5 @@ def get_config(arg=None):
   config.model.update(dict(num_layers=4, emb_dim=256, num_heads=4, qkv_dim=256, mlp_dim=1024,
                            dropout_rate=0.1, pooling="cls"))
   config.task_options.source = "tfds"  # or "aclimdb": data_dir holds the unpacked aclImdb/ folder
+  config.task_options.validation = "holdout"  # every 10th training review; "test": the test split
   return config_lib.apply_arg(config, arg, PRESETS)

@@ -8,7 +8,7 @@ reverse gate), redraw (True: new random features at every training step),
 orthogonal (True), sigma_init (1.0), sigma_per_dim (False: one sigma per head; True: per head and
 query/key dimension, as the RFA authors' code), normalizer ("floor": the denominator rule, see
 `rfa_jax.normalizer`), exact_kernel (False; True computes the kernel the features estimate exactly, a
-quadratic control), window (None; w adds exact softmax attention over the w nearest positions to
+quadratic control), window (None; w adds exact softmax attention within w positions to
 RFA's output, which a learned per-head rfa_scale weights), rfa_scale_init (1.0), gate_bias_init
 (0.0: gates start at 1/2; b: at sigmoid(b)), inter_chunk ("scan" or "parallel": how the chunked
 causal form passes its state across chunks; the same result), orthogonal_method ("gram_schmidt" or

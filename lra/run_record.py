@@ -15,7 +15,8 @@ from lra.records import write_json_atomically
 
 RECORD = "run.json"
 FREE_KEYS = ("num_train_steps", "eval_every", "checkpoint_every", "log_every", "data_dir")
-ADDED_KEYS = {"task_options.stream_sets": 1, "microbatches": 1}
+ADDED_KEYS = {"task_options.stream_sets": 1, "microbatches": 1, "task_options.validation": "holdout",
+              "task_options.parentheses": False}
 
 
 class ConfigMismatch(ValueError):

@@ -4,7 +4,7 @@ Shapes: q, k: [batch, length, heads, head_dim], v: [batch, length, heads, value_
 projection: [heads, num_features, head_dim]. Queries and keys are L2-normalised and the projection is
 scaled by sigma (scalar or [heads]); as num_features grows the output tends to softmax attention with
 logits sigma^2 q^ . k^ (feature_map="gaussian"). `normalizer` is the denominator rule
-(`rfa_jax.normalizer`). `window=w` adds exact softmax attention over the w nearest positions
+(`rfa_jax.normalizer`). `window=w` adds exact softmax attention within w positions
 (`rfa_jax.window`, logits q . k / sqrt(head_dim)) to the RFA output: out = rfa_scale * RFA + window
 attention, with `rfa_scale` a scalar or one factor per head (1 by default). `segment_ids` packs
 several sequences into a row (`rfa_jax.segments`): each attends only within itself. A gate is the
@@ -62,8 +62,9 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
         segment_ids=None, inter_chunk="scan", reverse_gate=None, kind=None):
   """Random feature attention. Returns [batch, length, heads, value_dim].
 
-  feature_map: "gaussian" (sin/cos) or "arccos" (relu); `kind=` is its deprecated name.
-  causal=False: every unmasked key is visible (`chunk_size` is unused).
+  feature_map: "gaussian" (sin/cos), "positive" (exp) or "arccos" (relu); `kind=` is its deprecated
+  name.
+  causal=False: every unmasked key is visible (`chunk_size` is unused without `reverse_gate`).
   causal=True: key j is visible to query i when j <= i; `chunk_size=1` runs the token recurrence,
     otherwise the chunked form (default chunk DEFAULT_CHUNK_SIZE); both give the same result.
   key_mask: [batch, length] bool, False = padding. gate: [batch, length, heads] in (0, 1), causal:

@@ -1,4 +1,4 @@
-"""Sliding-window softmax attention: each query attends exactly to the `window` nearest positions
+"""Sliding-window softmax attention: each query attends exactly to the keys within `window` positions
 (i - w < j <= i causal, |i - j| < w otherwise) through `rfa_jax.window_attention`, in blocks:
 O(L w d) time, O(L w) memory. It is the window branch of RFA's `window` option on its own, the control
 that shows what the RFA branch adds. A window of at least L positions is exact softmax attention."""

@@ -27,17 +27,25 @@ def names() -> list[str]:
   return list(_LOADERS)
 
 
-def load_task(name: str, *, data_dir, max_length: int, **task_options) -> TaskData:
-  """The train/validation/test sources of task `name`, read from data_dir."""
+def _loader(name: str):
   if name not in _LOADERS:
     raise ValueError(f"unknown task {name!r}; expected one of {names()}")
-  loader = _LOADERS[name]
-  accepted = [p for p in inspect.signature(loader).parameters
-              if p not in ("data_dir", "max_length", "resolution")]
+  return _LOADERS[name]
+
+
+def options(name: str) -> list[str]:
+  """The task options (`config.task_options`) that task `name`'s loader takes."""
+  return [p for p in inspect.signature(_loader(name)).parameters
+          if p not in ("data_dir", "max_length", "resolution")]
+
+
+def load_task(name: str, *, data_dir, max_length: int, **task_options) -> TaskData:
+  """The train/validation/test sources of task `name`, read from data_dir."""
+  accepted = options(name)
   unknown = sorted(set(task_options) - set(accepted))
   if unknown:
     raise ValueError(f"task {name!r} has no option(s) {unknown}; its options are {accepted}")
-  return loader(data_dir, max_length=max_length, **task_options)
+  return _loader(name)(data_dir, max_length=max_length, **task_options)
 
 
-__all__ = ["TaskData", "MalformedDataError", "MissingDataError", "load_task", "names"]
+__all__ = ["TaskData", "MalformedDataError", "MissingDataError", "load_task", "names", "options"]

@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from lra import attention, config_lib
+from lra import attention, config_lib, data
 
 CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[2] / "configs").glob("*.py"))
 REQUIRED = ["data_dir", "batch_size", "num_train_steps", "eval_every", "checkpoint_every",
@@ -29,6 +29,13 @@ def test_config_has_contract_keys_and_attention_options(path, name):
       node = node[part]
   assert set(config.model.attention_options) == set(attention.default_options(name))
   assert config.model.qkv_dim % config.model.num_heads == 0
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_option_of_the_tasks_loader_is_in_its_config(path):
+  config = config_lib.load(str(path), "softmax")
+  missing = set(data.options(config.task)) - set(config.task_options)
+  assert not missing, f"configs/{path.name} cannot set {sorted(missing)}"
 
 
 def test_bad_config_arguments_name_the_problem():
