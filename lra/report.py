@@ -38,7 +38,7 @@ from matplotlib import pyplot as plt  # noqa: E402 (after the backend is chosen)
 
 from lra import attention as attention_registry
 from lra.records import git_commit, markdown_table
-from lra.run_record import describe_data, short_id
+from lra.run_record import describe_data, flatten, short_id, with_added_keys
 
 LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 NOT_AVERAGED = ("pathx",)  # LRA's Table 1 average leaves Path-X out (every model failed it)
@@ -258,22 +258,15 @@ def _commit(results):
   return next((results[k] for k in ("git_commit", "commit") if results.get(k)), None)
 
 
-def _flatten(config, prefix=""):
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[prefix + key] = value
-  return flat
-
-
 def differing_keys(configs) -> list[str]:
-  """Config keys whose values differ between runs, besides the attention, its options and seed."""
-  flats = [_flatten(c) for c in configs]
+  """Config keys whose values differ between runs, besides the attention, its options and seed. A
+  run started before a key of `run_record.ADDED_KEYS` existed counts as having its old-behaviour
+  value, as a re-run of its workdir does."""
+  flats = [flatten(c) for c in configs]
   keys = set().union(*flats) if flats else set()
-  ignored = ("attention", "seed", "model.attention_options.")
-  return sorted(k for k in keys if not k.startswith(ignored) and k not in ignored
+  flats = [with_added_keys(f, keys) for f in flats]
+  ignored = ("attention", "seed", "model.attention_options")
+  return sorted(k for k in keys if not k.startswith(ignored)
                 and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1)
 
 

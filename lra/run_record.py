@@ -34,9 +34,15 @@ def flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
+def with_added_keys(flat: dict, keys) -> dict:
+  """`flat` (a flattened config) with each key of `ADDED_KEYS` that is in `keys` and not in `flat`,
+  at the value that does what the code did before the key existed."""
+  return {**{key: value for key, value in ADDED_KEYS.items() if key in keys}, **flat}
+
+
 def _differences(old: dict, new: dict, ignore=()) -> list[str]:
   old, new = flatten(old), flatten(new)
-  old = {**{key: value for key, value in ADDED_KEYS.items() if key in new}, **old}
+  old = with_added_keys(old, new)
   return [f"  {key}: {old.get(key, '<absent>')!r} in the workdir, {new.get(key, '<absent>')!r} now"
           for key in sorted(set(old) | set(new))
           if key not in ignore and old.get(key, "<absent>") != new.get(key, "<absent>")]

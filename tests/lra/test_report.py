@@ -168,6 +168,14 @@ def test_every_table_states_its_provenance(grid):
   assert "batch 4, median of 2 timed steps" in provenance[3]
 
 
+def test_a_key_added_after_some_runs_differs_only_where_its_value_changes_what_they_did():
+  old = {"seed": 0, "model": {"emb_dim": 8, "attention_options": {"window": 16}}}
+  new = {"seed": 1, "microbatches": 1, "model": {"emb_dim": 8, "attention_options": {}}}
+  assert report.differing_keys([old, new]) == []
+  assert report.differing_keys([old, {**new, "microbatches": 4}]) == ["microbatches"]
+  assert report.differing_keys([old, {**new, "model": {"emb_dim": 16}}]) == ["model.emb_dim"]
+
+
 def test_csv_files_parse_and_hold_the_table_cells(grid):
   _, out, written, _ = grid
   with open(written["csv"], newline="") as f:
