@@ -34,7 +34,8 @@ import numpy as np
 from absl import app, flags
 
 matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402 (after the backend is chosen)
+from matplotlib import lines  # noqa: E402 (after the backend is chosen)
+from matplotlib import pyplot as plt  # noqa: E402
 
 from lra import attention as attention_registry
 from lra.records import git_commit, markdown_table
@@ -500,7 +501,9 @@ def plot_curves(runs, task, path, palette) -> str:
 
 def plot_accuracy_vs_speed(runs, path, palette) -> bool:
   """LRA Figure 3 per task: mean test metric against mean training steps/s, marker area
-  proportional to mean peak memory. False (and no file) when no finished run has all three."""
+  proportional to mean peak memory; each marker carries its mechanism's number in the legend below
+  (names written beside the markers overlap where mechanisms run at the same speed). False (and no
+  file) when no finished run has all three."""
   points = {}
   for run in runs:
     results = run.results or {}
@@ -512,11 +515,15 @@ def plot_accuracy_vs_speed(runs, path, palette) -> bool:
   if not points:
     return False
   tasks = _task_order(points)
+  names = _attention_order(a for task in points.values() for a in task)
+  numbers = {name: i for i, name in enumerate(names, 1)}
   largest = max(m for task in points.values() for values in task.values() for _, _, m in values)
   columns = min(len(tasks), 3)
-  figure, axes = plt.subplots(math.ceil(len(tasks) / columns), columns, squeeze=False,
-                              figsize=(5 * columns, 4 * math.ceil(len(tasks) / columns)),
-                              constrained_layout=True)
+  legend_columns = 2 if columns > 1 else 1
+  rows = math.ceil(len(tasks) / columns)
+  figure, axes = plt.subplots(
+      rows, columns, squeeze=False, layout="constrained",
+      figsize=(5 * columns, 4 * rows + 0.25 * math.ceil(len(numbers) / legend_columns)))
   for axis, task in zip(axes.flat, tasks):
     lm = task in LM_TASKS or any(r.is_lm for r in runs if r.task == task)
     for attention, values in sorted(points[task].items()):
@@ -524,13 +531,19 @@ def plot_accuracy_vs_speed(runs, path, palette) -> bool:
       metric = metric if lm else metric * 100
       axis.scatter(speed, metric, s=1500 * memory / largest, color=palette[attention], alpha=0.6,
                    edgecolors="black", linewidths=0.5)
-      axis.annotate(attention, (speed, metric), fontsize="small", ha="center", va="center")
+      axis.annotate(str(numbers[attention]), (speed, metric), fontsize="small", ha="center",
+                    va="center")
     axis.margins(0.25)
     axis.set(xscale="log", xlabel="training steps/s",
              ylabel="test bits per byte" if lm else "test accuracy (%)",
              title=f"{task} (area: peak memory)")
   for axis in list(axes.flat)[len(tasks):]:
     axis.set_visible(False)
+  handles = [lines.Line2D([], [], marker="o", linestyle="", color=palette[name], alpha=0.6,
+                          markeredgecolor="black", label=f"{number}  {name}")
+             for name, number in numbers.items()]
+  figure.legend(handles=handles, loc="outside lower center", ncol=legend_columns,
+                fontsize="small", frameon=False)
   figure.savefig(path, dpi=100)
   plt.close(figure)
   return True
