@@ -212,6 +212,23 @@ def test_plots_are_written_nonempty_and_linked(grid):
   assert markdown.count("Training time:") == 1
 
 
+def test_accuracy_vs_speed_numbers_each_mechanism_once_and_names_it_in_the_legend(grid, tmp_path,
+                                                                                 monkeypatch):
+  root, *_ = grid
+  runs, _ = report.find_runs(root)
+  closed = []
+  monkeypatch.setattr(report.plt, "close", closed.append)
+  assert report.plot_accuracy_vs_speed(runs, tmp_path / "plot.png",
+                                       report.colours(["softmax", "rfa_gaussian", "linear"]))
+  (figure,) = closed
+  (legend,) = figure.legends
+  assert [t.get_text() for t in legend.get_texts()] == ["1  softmax", "2  rfa_gaussian"]
+  marks = {axis.get_title(): sorted(t.get_text() for t in axis.texts)
+           for axis in figure.axes if axis.get_visible()}
+  assert marks == {"listops (area: peak memory)": ["1", "2"],
+                   "text (area: peak memory)": ["1"], "lm (area: peak memory)": ["2"]}
+
+
 def test_training_time_integrates_steps_per_second_or_uses_a_time_field():
   rows = [dict(step=10, split="train", steps_per_sec=10.0),
           dict(step=10, split="validation", accuracy=0.1),
