@@ -34,7 +34,7 @@ import numpy as np
 from absl import app, flags
 
 matplotlib.use("Agg")
-from matplotlib import lines  # noqa: E402 (after the backend is chosen)
+from matplotlib.lines import Line2D  # noqa: E402 (after the backend is chosen)
 from matplotlib import pyplot as plt  # noqa: E402
 
 from lra import attention as attention_registry
@@ -501,9 +501,8 @@ def plot_curves(runs, task, path, palette) -> str:
 
 def plot_accuracy_vs_speed(runs, path, palette) -> bool:
   """LRA Figure 3 per task: mean test metric against mean training steps/s, marker area
-  proportional to mean peak memory; each marker carries its mechanism's number in the legend below
-  (names written beside the markers overlap where mechanisms run at the same speed). False (and no
-  file) when no finished run has all three."""
+  proportional to mean peak memory; each marker carries its mechanism's number in the legend below.
+  False (and no file) when no finished run has all three."""
   points = {}
   for run in runs:
     results = run.results or {}
@@ -539,8 +538,8 @@ def plot_accuracy_vs_speed(runs, path, palette) -> bool:
              title=f"{task} (area: peak memory)")
   for axis in list(axes.flat)[len(tasks):]:
     axis.set_visible(False)
-  handles = [lines.Line2D([], [], marker="o", linestyle="", color=palette[name], alpha=0.6,
-                          markeredgecolor="black", label=f"{number}  {name}")
+  handles = [Line2D([], [], marker="o", linestyle="", color=palette[name], alpha=0.6,
+                    markeredgecolor="black", label=f"{number}  {name}")
              for name, number in numbers.items()]
   figure.legend(handles=handles, loc="outside lower center", ncol=legend_columns,
                 fontsize="small", frameon=False)
