@@ -18,7 +18,8 @@ table. Writes to DIR (default ROOT):
   time; `accuracy_vs_speed.png`: LRA's Figure 3 view, test metric against training steps/s with marker
   area proportional to peak memory.
 
-Only numpy and matplotlib: the report never starts JAX.
+Tables and plots use numpy and matplotlib; the attention registry (jax, flax) is imported only for
+its option defaults, which name each run's row. Nothing runs on a device.
 """
 
 import csv
