@@ -466,10 +466,12 @@ def colours(attentions) -> dict:
 
 
 def plot_curves(runs, task, path, palette) -> str:
-  """Validation metric against step and against training time, one line per run; returns how time
-  was measured."""
+  """Validation metric against step and against training time, one line per run, the mechanisms
+  named in a legend below both plots in the tables' order; returns how time was measured."""
   runs = [r for r in runs if r.task == task]
-  figure, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+  legend_rows = math.ceil(len({r.attention for r in runs}) / 2)
+  figure, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4 + 0.25 * legend_rows),
+                                            layout="constrained")
   labelled, how = set(), set()
   for run in sorted(runs, key=lambda r: (r.attention, str(r.seed))):
     validation = sorted((r for r in run.rows if r.get("split") == "validation"
@@ -480,10 +482,8 @@ def plot_curves(runs, task, path, palette) -> str:
     how.add(source)
     steps = [r["step"] for r in validation]
     values = [r[run.metric] * (1 if run.is_lm else 100) for r in validation]
-    label = None if run.attention in labelled else run.attention
     labelled.add(run.attention)
-    style = dict(color=palette[run.attention], marker=".", linestyle="-" if run.finished else ":",
-                 label=label)
+    style = dict(color=palette[run.attention], marker=".", linestyle="-" if run.finished else ":")
     by_step.plot(steps, values, **style)
     timed = [(t, v) for t, v in ((_time_at(times, s), v) for s, v in zip(steps, values))
              if t is not None]
@@ -494,7 +494,10 @@ def plot_curves(runs, task, path, palette) -> str:
   by_step.set(xlabel="step", ylabel=ylabel, title=f"{task}: against step")
   by_time.set(xlabel="training time (s)", ylabel=ylabel, title=f"{task}: against training time")
   if labelled:
-    by_step.legend(fontsize="small", ncol=2)
+    handles = [Line2D([], [], color=palette[name], marker=".", label=name)
+               for name in _attention_order(labelled)]
+    figure.legend(handles=handles, loc="outside lower center", ncol=2, fontsize="small",
+                  frameon=False)
   figure.savefig(path, dpi=100)
   plt.close(figure)
   return "; ".join(sorted(how))

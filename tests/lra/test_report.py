@@ -229,6 +229,20 @@ def test_accuracy_vs_speed_numbers_each_mechanism_once_and_names_it_in_the_legen
                    "text (area: peak memory)": ["1"], "lm (area: peak memory)": ["2"]}
 
 
+def test_curves_name_each_mechanism_once_below_the_plots_in_the_tables_order(grid, tmp_path,
+                                                                           monkeypatch):
+  root, *_ = grid
+  runs, _ = report.find_runs(root)
+  closed = []
+  monkeypatch.setattr(report.plt, "close", closed.append)
+  report.plot_curves(runs, "listops", tmp_path / "curves.png",
+                     report.colours(["softmax", "rfa_gaussian", "linear", "local"]))
+  (figure,) = closed
+  assert not any(axis.get_legend() for axis in figure.axes)  # nothing drawn over the curves
+  (legend,) = figure.legends
+  assert [t.get_text() for t in legend.get_texts()] == ["softmax", "linear", "local", "rfa_gaussian"]
+
+
 def test_training_time_integrates_steps_per_second_or_uses_a_time_field():
   rows = [dict(step=10, split="train", steps_per_sec=10.0),
           dict(step=10, split="validation", accuracy=0.1),
