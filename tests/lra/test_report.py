@@ -212,15 +212,20 @@ def test_plots_are_written_nonempty_and_linked(grid):
   assert markdown.count("Training time:") == 1
 
 
-def test_accuracy_vs_speed_numbers_each_mechanism_once_and_names_it_in_the_legend(grid, tmp_path,
-                                                                                 monkeypatch):
-  root, *_ = grid
-  runs, _ = report.find_runs(root)
+def drawn_figure(monkeypatch, plot, *args):
+  """The figure `plot(*args)` draws, caught where the report closes it."""
   closed = []
   monkeypatch.setattr(report.plt, "close", closed.append)
-  assert report.plot_accuracy_vs_speed(runs, tmp_path / "plot.png",
-                                       report.colours(["softmax", "rfa_gaussian", "linear"]))
+  assert plot(*args) is not False
   (figure,) = closed
+  return figure
+
+
+def test_accuracy_vs_speed_numbers_each_mechanism_once_and_names_it_in_the_legend(grid, tmp_path,
+                                                                                 monkeypatch):
+  runs, _ = report.find_runs(grid[0])
+  figure = drawn_figure(monkeypatch, report.plot_accuracy_vs_speed, runs, tmp_path / "plot.png",
+                        report.colours(["softmax", "rfa_gaussian", "linear"]))
   (legend,) = figure.legends
   assert [t.get_text() for t in legend.get_texts()] == ["1  softmax", "2  rfa_gaussian"]
   marks = {axis.get_title(): sorted(t.get_text() for t in axis.texts)
@@ -231,13 +236,9 @@ def test_accuracy_vs_speed_numbers_each_mechanism_once_and_names_it_in_the_legen
 
 def test_curves_name_each_mechanism_once_below_the_plots_in_the_tables_order(grid, tmp_path,
                                                                            monkeypatch):
-  root, *_ = grid
-  runs, _ = report.find_runs(root)
-  closed = []
-  monkeypatch.setattr(report.plt, "close", closed.append)
-  report.plot_curves(runs, "listops", tmp_path / "curves.png",
-                     report.colours(["softmax", "rfa_gaussian", "linear", "local"]))
-  (figure,) = closed
+  runs, _ = report.find_runs(grid[0])
+  figure = drawn_figure(monkeypatch, report.plot_curves, runs, "listops", tmp_path / "curves.png",
+                        report.colours(["softmax", "rfa_gaussian", "linear", "local"]))
   assert not any(axis.get_legend() for axis in figure.axes)  # nothing drawn over the curves
   (legend,) = figure.legends
   assert [t.get_text() for t in legend.get_texts()] == ["softmax", "linear", "local", "rfa_gaussian"]
