@@ -19,7 +19,8 @@ import numpy as np
 from rfa_jax import causal as causal_forms
 from rfa_jax.normalizer import check_normalizer, normalize
 from rfa_jax.random_features import query_key_features, token_features
-from rfa_jax.segments import grouped, key_mask_of, last_sequence, restarts, zero_padding
+from rfa_jax.segments import (grouped, key_mask_of, last_sequence, packed_noncausal, restarts,
+                              reverse_restarts, zero_padding)
 from rfa_jax.validation import (check_attention_args, check_gate_values, check_projection,
                                 check_rank, check_sigma, check_window, resolve_feature_map)
 from rfa_jax.window import window_attention
@@ -64,7 +65,7 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
 
   feature_map: "gaussian" (sin/cos), "positive" (exp) or "arccos" (relu); `kind=` is its deprecated
   name.
-  causal=False: every unmasked key is visible (`chunk_size` is unused without `reverse_gate`).
+  causal=False: every unmasked key is visible (`chunk_size` serves `reverse_gate` and `segment_ids`).
   causal=True: key j is visible to query i when j <= i; `chunk_size=1` runs the token recurrence,
     otherwise the chunked form (default chunk DEFAULT_CHUNK_SIZE); both give the same result.
   key_mask: [batch, length] bool, False = padding. gate: [batch, length, heads] in (0, 1), causal:
@@ -80,6 +81,7 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
   segment_ids: [batch, length] int, 0 = padding: query i sees key j only when both carry the same
     non-zero id (each id one contiguous run when causal); causal forms restart the state where the id
     changes, so a packed row gives what each of its sequences gives alone. Padded queries output 0.
+    Non-causal rows take a faster form when every id of the batch is one run (`rfa_jax.segments`).
   inter_chunk: how the chunked forms pass the state across chunks, "scan" (sequential) or
     "parallel" (cumulative sums; an associative scan with a gate or restarts); the same result.
   """
@@ -100,9 +102,9 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
     out = _bidirectional(phi_q, phi_k, values, key_weight, gate, reverse_gate, segment_ids,
                          chunk_size or DEFAULT_CHUNK_SIZE, normalizer, inter_chunk)
   elif segment_ids is not None:
-    out = grouped(phi_q, segment_ids, phi_k, values, segment_ids, key_weight,
-                  chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer,
-                  inter_chunk=inter_chunk)
+    out = packed_noncausal(phi_q, phi_k, values, segment_ids, key_weight,
+                           chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, normalizer=normalizer,
+                           inter_chunk=inter_chunk)
   else:
     out = _noncausal(phi_q, phi_k, values, key_weight, normalizer)
   out = scale_heads(_heads_first(out), rfa_scale)
@@ -146,8 +148,7 @@ def _bidirectional(phi_q, phi_k, v, key_weight, gate, reverse_gate, segment_ids,
   _, reverse_weight, reverse_log_decay = _gate_heads_first(reverse_gate, key_weight)
   reset = reverse_reset = None
   if segment_ids is not None:  # the reverse pass restarts after the last token of each sequence
-    reset = restarts(segment_ids)
-    reverse_reset = jnp.flip(restarts(jnp.flip(segment_ids, axis=1)), axis=1)
+    reset, reverse_reset = restarts(segment_ids), reverse_restarts(segment_ids)
   numerator, denominator = causal_forms.bidirectional_sums(
       phi_q, phi_k, v, forward_weight, log_decay, reverse_weight, reverse_log_decay,
       chunk_size=chunk_size, reset=reset, reverse_reset=reverse_reset, inter_chunk=inter_chunk)

@@ -9,17 +9,20 @@ gives alone.
   across the boundary, applied as a mask, never as exp(-inf). Bidirectional gating restarts both of
   its passes the same way (the backward one on the reversed row).
 - Padded queries (id 0) output 0 in every form.
-- Non-causal and cross attention sum each query's own segment (`grouped`): keys and queries are
-  sorted by (id, key before query), so that every query follows the keys of its segment; one causal
-  chunked pass that restarts where the id changes then gives each query its segment's sum. Linear in
-  length (a sort, gathers and a chunked pass over Lq + Lk tokens), never an L x L mask.
+- Non-causal and cross attention sum each query's own segment. Any layout of ids (`grouped`): keys
+  and queries are sorted by (id, key before query), so that every query follows the keys of its
+  segment; one causal chunked pass that restarts where the id changes then gives each query its
+  segment's sum (a sort, gathers and a chunked pass over Lq + Lk tokens). Self-attention whose every
+  sequence is one run (`within_runs`): a forward and a reverse pass restarted at the sequences'
+  edges, sharing each chunk's scores, without the sort. Both linear in length, never an L x L mask;
+  `packed_noncausal` picks the second when the whole batch allows it.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rfa_jax.causal import chunked_sums
+from rfa_jax.causal import bidirectional_sums, chunked_sums
 from rfa_jax.normalizer import normalize
 
 
@@ -33,6 +36,12 @@ def restarts(segment_ids):
   before = jnp.concatenate([jnp.full_like(last_real[:, :1], -1), last_real[:, :-1]], axis=1)
   previous = jnp.take_along_axis(segment_ids, jnp.maximum(before, 0), axis=1)
   return (segment_ids != 0) & (before >= 0) & (segment_ids != previous)
+
+
+def reverse_restarts(segment_ids):
+  """[B, L] ids -> [B, L] bool: True where a reverse pass restarts after a token, i.e. the
+  `restarts` of the reversed row, reversed back (a sequence's last token, but the row's last)."""
+  return jnp.flip(restarts(jnp.flip(segment_ids, axis=1)), axis=1)
 
 
 def one_run_each(segment_ids):
@@ -95,6 +104,34 @@ def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size,
       reset=restarts(sorted_ids), chunk_size=chunk_size, inter_chunk=inter_chunk)
   where = jnp.argsort(order, axis=1)[:, k_len:]  # each query's place in the sorted order
   return normalize(along_length(numerator, where), along_length(denominator, where), normalizer)
+
+
+def within_runs(phi_q, phi_k, v, segment_ids, key_weight, *, chunk_size, normalizer="floor",
+                inter_chunk="scan"):
+  """`grouped` for self-attention whose every id is one run of positions (`one_run_each`; padding may
+  sit inside a run): num_i = sum_{j<=i, same run} + sum_{j>=i, same run} - (j = i), the forward and
+  reverse passes restarted at the runs' edges and sharing each chunk's C x C scores
+  (`bidirectional_sums` without decay); the key j = i, counted by both, is taken out once.
+  phi_q, phi_k: [B, H, L, F], v: [B, H, L, dv], segment_ids: [B, L], key_weight: [B, H or 1, L] (0 for
+  padded keys). Returns [B, H, L, dv] float32."""
+  numerator, denominator = bidirectional_sums(
+      phi_q, phi_k, v, key_weight, None, key_weight, None, chunk_size=chunk_size,
+      reset=restarts(segment_ids), reverse_reset=reverse_restarts(segment_ids),
+      inter_chunk=inter_chunk)
+  diagonal = jnp.einsum("bhif,bhif->bhi", phi_q, phi_k) * key_weight
+  return normalize(numerator - diagonal[..., None] * v.astype(jnp.float32),
+                   denominator - diagonal, normalizer)
+
+
+def packed_noncausal(phi_q, phi_k, v, segment_ids, key_weight, **options):
+  """Non-causal self-attention of packed rows (options: `within_runs`'s): `within_runs` when every
+  sequence of the batch is one run, else `grouped`; chosen at run time by `lax.cond` (under `vmap`
+  both run). The same result either way, to float rounding. Returns [B, H, L, dv] float32."""
+  return jax.lax.cond(
+      jnp.all(one_run_each(segment_ids)),
+      lambda *args: within_runs(*args, **options),
+      lambda q, k, values, ids, weight: grouped(q, ids, k, values, ids, weight, **options),
+      phi_q, phi_k, v, segment_ids, key_weight)
 
 
 def check_segment_ids(name, segment_ids, batch, length, *, contiguous):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rfa_jax
-from rfa_jax.segments import restarts
+from rfa_jax.segments import grouped, restarts, within_runs
 
 B, L, H, D, DV, F = 2, 13, 2, 8, 5, 16
 # Row 0: sequences of 5, 1 and 4 tokens, then 3 padding; row 1: one sequence then padding; and rows
@@ -73,12 +73,32 @@ def test_bidirectional_gating_matches_block_diagonal_reference(chunk_size):
   _check(fast, ref, (q, k, v, gate, reverse))
 
 
-@pytest.mark.parametrize("feature_map", ["gaussian", "arccos"])
-def test_noncausal_matches_block_diagonal_reference(feature_map):
-  q, k, v, _, projection = _inputs(1, batch=len(LAYOUTS))
-  options = dict(feature_map=feature_map, segment_ids=LAYOUTS)
+@pytest.mark.parametrize("feature_map, mixed", [("gaussian", False), ("arccos", False),
+                                                 ("gaussian", True)])
+def test_noncausal_matches_block_diagonal_reference(feature_map, mixed):
+  """Every layout (every id one run: `within_runs`), and with `mixed` a last row whose id 2 comes
+  back after id 1, which sends the whole batch to `grouped`."""
+  ids = np.concatenate([LAYOUTS, [[2, 2, 1, 1, 1, 2, 0, 3, 3, 3, 3, 0, 0]]]) if mixed else LAYOUTS
+  q, k, v, _, projection = _inputs(1, batch=len(ids))
+  options = dict(feature_map=feature_map, segment_ids=ids)
   _check(jax.jit(lambda q, k, v: rfa_jax.rfa(q, k, v, projection, chunk_size=4, **options)),
          lambda q, k, v: rfa_jax.rfa_reference(q, k, v, projection, **options), (q, k, v))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 5, 16])
+def test_within_runs_equals_grouped_where_every_id_is_one_run(chunk_size):
+  """The two non-causal forms on the same features: chunks that split sequences (3), align with a
+  boundary (5), hold single tokens (1) or the whole row (16)."""
+  ks = jax.random.split(jax.random.PRNGKey(chunk_size), 3)
+  phi_q, phi_k = (jax.random.uniform(key, (len(LAYOUTS), H, L, F)) for key in ks[:2])
+  v = jax.random.normal(ks[2], (len(LAYOUTS), H, L, DV))
+  key_weight = jnp.asarray(LAYOUTS != 0, jnp.float32)[:, None]
+  real = (LAYOUTS != 0)[:, None, :, None]  # padded queries' outputs are not defined by either form
+  options = dict(chunk_size=chunk_size)
+  _check(jax.jit(lambda q, k, v: jnp.where(real, within_runs(q, k, v, LAYOUTS, key_weight,
+                                                               **options), 0)),
+         lambda q, k, v: jnp.where(real, grouped(q, LAYOUTS, k, v, LAYOUTS, key_weight,
+                                                 **options), 0), (phi_q, phi_k, v))
 
 
 def test_noncausal_ids_need_not_be_contiguous():
