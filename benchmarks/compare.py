@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rfa_jax
-from benchmarks.attention import compiled_memory_bytes
+from benchmarks.attention import PACKED_SEQUENCES, compiled_memory_bytes, packed_ids
 from lra.records import git_commit, markdown_table, write_results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -46,14 +46,24 @@ FORMS = {
     "rfa_cross (queries: half the keys)":
         lambda lib, q, k, v, g, w: lib.rfa_cross(q[:, :q.shape[1] // 2], k, v, w),
 }
-# Forms of later versions (bidirectional gating: commit 77acfde on), compared only when named.
+# Forms of later versions (bidirectional gating: commit 77acfde on; packed rows: f7f98a3 on),
+# compared only when named.
 LATER_FORMS = {
+    f"rfa packed ({PACKED_SEQUENCES} sequences a row)":
+        lambda lib, q, k, v, g, w: lib.rfa(q, k, v, w, segment_ids=packed_ids(q)),
+    f"rfa packed ({PACKED_SEQUENCES} interleaved ids)": lambda lib, q, k, v, g, w: lib.rfa(
+        q, k, v, w, segment_ids=interleaved_ids(q)),
     "rfa bidirectional gated":
         lambda lib, q, k, v, g, w: lib.rfa(q, k, v, w, gate=g, reverse_gate=1 - g),
     "rfa bidirectional gated, positive features": lambda lib, q, k, v, g, w: lib.rfa(
         q, k, v, w, gate=g, reverse_gate=1 - g, feature_map="positive"),
 }
 ALL_FORMS = {**FORMS, **LATER_FORMS}
+
+
+def interleaved_ids(q):
+  """[batch, length] segment ids 1, 2, ..., PACKED_SEQUENCES in turn: no sequence is one run."""
+  return jnp.broadcast_to(jnp.arange(q.shape[1]) % PACKED_SEQUENCES + 1, q.shape[:2])
 
 
 def import_base(commit: str, folder: pathlib.Path):

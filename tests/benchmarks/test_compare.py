@@ -12,11 +12,11 @@ def test_a_commit_against_the_checkout(tmp_path):
   """HEAD's library against the checkout's: both import side by side, and time and memory ratios
   are reported per form and length."""
   compare.main(["--base", "HEAD", "--lengths", "64", "--forms", "rfa", "rfa gated chunked",
-                "--heads", "2", "--head-dim", "8", "--num-features", "8", "--repeats", "3",
+                "rfa packed (4 interleaved ids)", "--heads", "2", "--head-dim", "8", "--num-features", "8", "--repeats", "3",
                 "--out", str(tmp_path)])
   results = json.loads((tmp_path / "results.json").read_text())
-  assert [(r["form"], r["length"]) for r in results["rows"]] == [("rfa", 64),
-                                                                ("rfa gated chunked", 64)]
+  assert [(r["form"], r["length"]) for r in results["rows"]] == [
+      ("rfa", 64), ("rfa gated chunked", 64), ("rfa packed (4 interleaved ids)", 64)]
   for row in results["rows"]:
     assert row["time_ratio"] > 0 and len(row["base"]["times_s"]) == 3
     assert row["memory_ratio"] == pytest.approx(1.0, abs=0.2)
