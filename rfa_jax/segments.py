@@ -9,13 +9,13 @@ gives alone.
   across the boundary, applied as a mask, never as exp(-inf). Bidirectional gating restarts both of
   its passes the same way (the backward one on the reversed row).
 - Padded queries (id 0) output 0 in every form.
-- Non-causal and cross attention sum each query's own segment. Any layout of ids (`grouped`): keys
-  and queries are sorted by (id, key before query), so that every query follows the keys of its
+- Non-causal and cross attention sum each query's own segment, in any layout of ids. Cross attention
+  (`grouped`): keys and queries are sorted by (id, key before query), so that every query follows the keys of its
   segment; one causal chunked pass that restarts where the id changes then gives each query its
-  segment's sum (a sort, gathers and a chunked pass over Lq + Lk tokens). Self-attention whose every
-  sequence is one run (`within_runs`): a forward and a reverse pass restarted at the sequences'
-  edges, sharing each chunk's scores, without the sort. Both linear in length, never an L x L mask;
-  `packed_noncausal` picks the second when the whole batch allows it.
+  segment's sum (a sort, gathers and a chunked pass over Lq + Lk tokens). Self-attention
+  (`packed_noncausal`): a stable sort by id makes every sequence one run, where a forward and a
+  reverse pass restarted at the sequences' edges share each chunk's scores (`within_runs`), over L
+  tokens. Both linear in length, never an L x L mask.
 """
 
 import jax
@@ -124,14 +124,41 @@ def within_runs(phi_q, phi_k, v, segment_ids, key_weight, *, chunk_size, normali
 
 
 def packed_noncausal(phi_q, phi_k, v, segment_ids, key_weight, **options):
-  """Non-causal self-attention of packed rows (options: `within_runs`'s): `within_runs` when every
-  sequence of the batch is one run, else `grouped`; chosen at run time by `lax.cond` (under `vmap`
-  both run). The same result either way, to float rounding. Returns [B, H, L, dv] float32."""
-  return jax.lax.cond(
-      jnp.all(one_run_each(segment_ids)),
-      lambda *args: within_runs(*args, **options),
-      lambda q, k, values, ids, weight: grouped(q, ids, k, values, ids, weight, **options),
-      phi_q, phi_k, v, segment_ids, key_weight)
+  """Non-causal self-attention of packed rows, any layout of ids (options: `within_runs`'s): a stable
+  sort of each row's tokens by id makes every sequence one run (a row already so laid out keeps its
+  order), `within_runs` sums them, and the outputs go back to their places. Shapes as in
+  `within_runs`; returns [B, H, L, dv] float32."""
+  order = jnp.argsort(segment_ids, axis=1, stable=True)
+  inverse = jnp.argsort(order, axis=1)
+  to_runs = lambda x: _permute(x, order, inverse)
+  out = within_runs(to_runs(phi_q), to_runs(phi_k), to_runs(v),
+                    jnp.take_along_axis(segment_ids, order, axis=1),
+                    to_runs(jnp.broadcast_to(key_weight, key_weight.shape[:2] + order.shape[1:])),
+                    **options)
+  return _permute(out, inverse, order)
+
+
+@jax.custom_vjp
+def _permute(x, order, inverse):
+  """x: [B, H, L, ...] -> x at positions `order` ([B, L]) of each row; `inverse` is the inverse
+  permutation, which carries the gradient back with a gather instead of a scatter-add."""
+  return _along_length(x, order)
+
+
+def _along_length(x, index):
+  return jnp.take_along_axis(x, index.reshape(index.shape[0], 1, -1, *(1,) * (x.ndim - 3)), axis=2)
+
+
+def _permute_forward(x, order, inverse):
+  return _along_length(x, order), (order, inverse)
+
+
+def _permute_backward(residuals, cotangent):
+  order, inverse = residuals
+  return _along_length(cotangent, inverse), None, None
+
+
+_permute.defvjp(_permute_forward, _permute_backward)
 
 
 def check_segment_ids(name, segment_ids, batch, length, *, contiguous):

@@ -76,8 +76,8 @@ def test_bidirectional_gating_matches_block_diagonal_reference(chunk_size):
 @pytest.mark.parametrize("feature_map, mixed", [("gaussian", False), ("arccos", False),
                                                  ("gaussian", True)])
 def test_noncausal_matches_block_diagonal_reference(feature_map, mixed):
-  """Every layout (every id one run: `within_runs`), and with `mixed` a last row whose id 2 comes
-  back after id 1, which sends the whole batch to `grouped`."""
+  """Every layout, and with `mixed` a last row whose id 2 comes back after id 1 (its tokens sorted
+  into one run and back)."""
   ids = np.concatenate([LAYOUTS, [[2, 2, 1, 1, 1, 2, 0, 3, 3, 3, 3, 0, 0]]]) if mixed else LAYOUTS
   q, k, v, _, projection = _inputs(1, batch=len(ids))
   options = dict(feature_map=feature_map, segment_ids=ids)
