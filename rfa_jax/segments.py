@@ -90,11 +90,8 @@ def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size,
   position = jnp.broadcast_to(jnp.arange(k_len + q_len, dtype=jnp.int32), ids.shape)
   sorted_ids, _, order = jax.lax.sort((ids, is_query, position), dimension=1, num_keys=2)
 
-  def along_length(x, index):  # x: [B, H, L, ...] at positions index: [B, L'] of each row
-    return jnp.take_along_axis(x, index.reshape(batch, 1, -1, *(1,) * (x.ndim - 3)), axis=2)
-
   def merged(keys_part, queries_part):  # keys' rows then queries' rows, in sorted order
-    return along_length(jnp.concatenate([keys_part, queries_part], axis=2), order)
+    return _along_length(jnp.concatenate([keys_part, queries_part], axis=2), order)
 
   zeros = lambda length, x: jnp.zeros(x.shape[:2] + (length,) + x.shape[3:], jnp.float32)
   numerator, denominator, _ = chunked_sums(
@@ -103,7 +100,7 @@ def grouped(phi_q, query_ids, phi_k, v, key_ids, key_weight=None, *, chunk_size,
       None if key_weight is None else merged(key_weight, zeros(q_len, key_weight)),
       reset=restarts(sorted_ids), chunk_size=chunk_size, inter_chunk=inter_chunk)
   where = jnp.argsort(order, axis=1)[:, k_len:]  # each query's place in the sorted order
-  return normalize(along_length(numerator, where), along_length(denominator, where), normalizer)
+  return normalize(_along_length(numerator, where), _along_length(denominator, where), normalizer)
 
 
 def within_runs(phi_q, phi_k, v, segment_ids, key_weight, *, chunk_size, normalizer="floor",
@@ -129,36 +126,17 @@ def packed_noncausal(phi_q, phi_k, v, segment_ids, key_weight, **options):
   order), `within_runs` sums them, and the outputs go back to their places. Shapes as in
   `within_runs`; returns [B, H, L, dv] float32."""
   order = jnp.argsort(segment_ids, axis=1, stable=True)
-  inverse = jnp.argsort(order, axis=1)
-  to_runs = lambda x: _permute(x, order, inverse)
+  to_runs = lambda x: _along_length(x, order)
   out = within_runs(to_runs(phi_q), to_runs(phi_k), to_runs(v),
                     jnp.take_along_axis(segment_ids, order, axis=1),
                     to_runs(jnp.broadcast_to(key_weight, key_weight.shape[:2] + order.shape[1:])),
                     **options)
-  return _permute(out, inverse, order)
-
-
-@jax.custom_vjp
-def _permute(x, order, inverse):
-  """x: [B, H, L, ...] -> x at positions `order` ([B, L]) of each row; `inverse` is the inverse
-  permutation, which carries the gradient back with a gather instead of a scatter-add."""
-  return _along_length(x, order)
+  return _along_length(out, jnp.argsort(order, axis=1))
 
 
 def _along_length(x, index):
+  """x: [B, H, L, ...] at positions index: [B, L'] of each row."""
   return jnp.take_along_axis(x, index.reshape(index.shape[0], 1, -1, *(1,) * (x.ndim - 3)), axis=2)
-
-
-def _permute_forward(x, order, inverse):
-  return _along_length(x, order), (order, inverse)
-
-
-def _permute_backward(residuals, cotangent):
-  order, inverse = residuals
-  return _along_length(cotangent, inverse), None, None
-
-
-_permute.defvjp(_permute_forward, _permute_backward)
 
 
 def check_segment_ids(name, segment_ids, batch, length, *, contiguous):

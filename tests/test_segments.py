@@ -108,6 +108,17 @@ def test_noncausal_ids_need_not_be_contiguous():
          lambda q, k, v: rfa_jax.rfa_reference(q, k, v, projection, segment_ids=ids), (q, k, v))
 
 
+def test_noncausal_packed_rows_have_forward_mode_derivatives():
+  """jax.jvp goes through the sort into runs as through every other form (the library's custom
+  derivatives are JVPs)."""
+  q, k, v, _, projection = _inputs(11)
+  ids = np.array([[2, 2, 1, 1, 1, 2, 0, 3, 3, 3, 3, 0, 0]] * B, np.int32)
+  tangents = tuple(jax.random.normal(jax.random.PRNGKey(i), x.shape) for i, x in enumerate((q, k, v)))
+  jvp = lambda fn: jax.jvp(lambda q, k, v: fn(q, k, v, projection, segment_ids=ids), (q, k, v),
+                           tangents)[1]
+  np.testing.assert_allclose(jvp(rfa_jax.rfa), jvp(rfa_jax.rfa_reference), atol=1e-4, rtol=1e-3)
+
+
 def test_cross_matches_block_diagonal_reference():
   """wmt packing: decoder segments attend to the encoder segments of the same id."""
   q, _, _, _, projection = _inputs(3)
