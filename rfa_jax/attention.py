@@ -81,7 +81,6 @@ def rfa(q, k, v, projection, *, feature_map="gaussian", sigma=1.0, causal=False,
   segment_ids: [batch, length] int, 0 = padding: query i sees key j only when both carry the same
     non-zero id (each id one contiguous run when causal); causal forms restart the state where the id
     changes, so a packed row gives what each of its sequences gives alone. Padded queries output 0.
-    Non-causal rows take a faster form when every id of the batch is one run (`rfa_jax.segments`).
   inter_chunk: how the chunked forms pass the state across chunks, "scan" (sequential) or
     "parallel" (cumulative sums; an associative scan with a gate or restarts); the same result.
   """

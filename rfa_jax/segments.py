@@ -9,13 +9,13 @@ gives alone.
   across the boundary, applied as a mask, never as exp(-inf). Bidirectional gating restarts both of
   its passes the same way (the backward one on the reversed row).
 - Padded queries (id 0) output 0 in every form.
-- Non-causal and cross attention sum each query's own segment, in any layout of ids. Cross attention
-  (`grouped`): keys and queries are sorted by (id, key before query), so that every query follows the keys of its
-  segment; one causal chunked pass that restarts where the id changes then gives each query its
-  segment's sum (a sort, gathers and a chunked pass over Lq + Lk tokens). Self-attention
-  (`packed_noncausal`): a stable sort by id makes every sequence one run, where a forward and a
-  reverse pass restarted at the sequences' edges share each chunk's scores (`within_runs`), over L
-  tokens. Both linear in length, never an L x L mask.
+- Non-causal and cross attention sum each query's own segment, in any layout of ids.
+  Self-attention (`packed_noncausal`): a stable sort by id makes every sequence one run, where a
+  forward and a reverse pass restarted at the sequences' edges share each chunk's scores
+  (`within_runs`), over L tokens. Cross attention (`grouped`): keys and queries are sorted by (id,
+  key before query), so that every query follows the keys of its segment; one causal chunked pass
+  that restarts where the id changes then gives each query its segment's sum (over Lq + Lk
+  tokens). Both linear in length, never an L x L mask.
 """
 
 import jax
