@@ -129,8 +129,7 @@ def packed_noncausal(phi_q, phi_k, v, segment_ids, key_weight, **options):
   to_runs = lambda x: _along_length(x, order)
   out = within_runs(to_runs(phi_q), to_runs(phi_k), to_runs(v),
                     jnp.take_along_axis(segment_ids, order, axis=1),
-                    to_runs(jnp.broadcast_to(key_weight, key_weight.shape[:2] + order.shape[1:])),
-                    **options)
+                    to_runs(key_weight), **options)
   return _along_length(out, jnp.argsort(order, axis=1))
 
 
